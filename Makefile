@@ -1,0 +1,40 @@
+# Isthmus: `make demo` runs the demo, `make test` runs every check. Both install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint unit e2e demo bench-api clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+e2e: install
+	$(BIN)/pytest -q tests/e2e
+
+test: lint
+	$(BIN)/pytest -q tests
+
+demo: install
+	scripts/demo.sh
+
+bench-api: install
+	$(BIN)/python bench/bench_api.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

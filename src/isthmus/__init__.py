@@ -1,0 +1,3 @@
+"""Isthmus: a multicluster service mesh with one shared control plane on one flat network."""
+
+__version__ = "0.1.0"
