@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -34,6 +34,7 @@ demo: install
 	scripts/demo.sh
 
 bench-api: install
+	@echo "(needs root: starts a local cluster)"
 	$(BIN)/python bench/bench_api.py
 
 clean:

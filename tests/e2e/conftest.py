@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 from localkit import Kubectl, LocalClusters
 
 if os.geteuid() != 0:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from localkit import Kubectl, LocalClusters
 
 MULTI_DOC = """\
@@ -278,3 +279,105 @@ def test_kubeconfig_contexts(clusters: LocalClusters) -> None:
     names = [c["name"] for c in config["contexts"]]
     assert names == ["cluster1", "cluster2"]
     assert [c["name"] for c in config["clusters"]] == names and [u["name"] for u in config["users"]] == names
+
+
+def test_explain_uses_the_servers_openapi(kubectl: Kubectl) -> None:
+    out = kubectl("explain", "deployment.spec.strategy")
+    assert "GROUP:      apps\nKIND:       Deployment\nVERSION:    v1" in out
+    assert "rollingUpdate\t<RollingUpdateDeployment>" in out
+    assert "type\t<string>" in out
+    pods = kubectl("explain", "pods.spec.containers.image")
+    assert "Container image name" in pods
+
+
+def test_server_side_apply_conflicts_and_force(kubectl: Kubectl) -> None:
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: default\ndata:\n  owner: first\n"
+    kubectl("apply", "--server-side", "--field-manager", "first", "-f", "-", stdin=config)
+    err = kubectl.fails(
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "second",
+        "-f",
+        "-",
+        stdin=config.replace("owner: first", "owner: second"),
+    )
+    assert "conflict" in err.lower() and 'with "first"' in err and ".data.owner" in err
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "second",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=config.replace("owner: first", "owner: second"),
+    )
+    got = json.loads(kubectl("get", "configmap", "ssa", "-o", "json", "--show-managed-fields"))
+    assert got["data"]["owner"] == "second"
+    managers = {entry["manager"]: entry for entry in got["metadata"]["managedFields"]}
+    assert managers["second"]["operation"] == "Apply"
+    assert "f:owner" in managers["second"]["fieldsV1"]["f:data"]
+
+
+def test_dry_run_changes_nothing(kubectl: Kubectl) -> None:
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: default\ndata:\n  a: b\n"
+    out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=config)
+    assert "configmap/dry created (server dry run)" in out
+    assert kubectl.run("get", "configmap", "dry", check=False).code != 0
+
+
+def _owned_pair(kubectl: Kubectl, owner: str) -> str:
+    kubectl("create", "configmap", owner, "--from-literal", "role=owner")
+    uid = kubectl("get", "configmap", owner, "-o", "jsonpath={.metadata.uid}")
+    dependent = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{owner}-dependent",
+                "namespace": "default",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid}],
+            },
+            "data": {"role": "dependent"},
+        }
+    )
+    kubectl("apply", "-f", "-", stdin=dependent)
+    return f"{owner}-dependent"
+
+
+def _gone_within(kubectl: Kubectl, *args: str, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if kubectl.run(*args, check=False).code != 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_garbage_collection_follows_owner_references(kubectl: Kubectl) -> None:
+    background = _owned_pair(kubectl, "gc-background")
+    kubectl("delete", "configmap", "gc-background")
+    assert _gone_within(kubectl, "get", "configmap", background), "background deletion removes the dependent"
+
+    orphan = _owned_pair(kubectl, "gc-orphan")
+    kubectl("delete", "configmap", "gc-orphan", "--cascade=orphan")
+    refs = kubectl("get", "configmap", orphan, "-o", "jsonpath={.metadata.ownerReferences}")
+    assert refs == "", "an orphaned dependent stays, without its owner reference"
+
+    foreground = _owned_pair(kubectl, "gc-foreground")
+    kubectl("delete", "configmap", "gc-foreground", "--cascade=foreground")
+    assert kubectl.run("get", "configmap", foreground, check=False).code != 0
+    assert kubectl.run("get", "configmap", "gc-foreground", check=False).code != 0
+
+
+def test_finalizers_hold_deletion(kubectl: Kubectl) -> None:
+    held = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: default\n"
+        "  finalizers: [example.com/hold]\n"
+    )
+    kubectl("apply", "-f", "-", stdin=held)
+    kubectl("delete", "configmap", "held", "--wait=false")
+    assert kubectl("get", "configmap", "held", "-o", "jsonpath={.metadata.deletionTimestamp}")
+    kubectl("patch", "configmap", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    assert _gone_within(kubectl, "get", "configmap", "held")
