@@ -122,6 +122,23 @@ class DiscoveryAuthorizer:
         return Decision.NO_OPINION, ""
 
 
+SELF_REVIEWS = frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"})
+
+
+class BasicUserAuthorizer:
+    """Authenticated users may ask what they themselves may do (Kubernetes' system:basic-user role)."""
+
+    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
+        if (
+            attrs.verb == "create"
+            and attrs.resource in SELF_REVIEWS
+            and not attrs.user.anonymous
+            and attrs.api_group in ("authorization.k8s.io", "authentication.k8s.io")
+        ):
+            return Decision.ALLOW, ""
+        return Decision.NO_OPINION, ""
+
+
 class AuthChain:
     """The server's authenticators and authorizers, asked in order."""
 

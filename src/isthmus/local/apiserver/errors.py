@@ -46,9 +46,10 @@ class StatusError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         }
+        if self.reason:
+            status["reason"] = self.reason
         details: JsonObject = {}
         if self.name:
             details["name"] = self.name
@@ -116,11 +117,25 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> StatusErro
     return StatusError(422, "Invalid", message, name=name, group=group, kind=kind, causes=causes)
 
 
-def field_invalid(path: str, value: Any, detail: str) -> Cause:
-    shown = f'"{value}"' if isinstance(value, str) else ("null" if value is None else repr(value))
+def go_value(value: Any) -> str:
+    """A value as Go's `%#v` prints it in Kubernetes' field errors (`[]string{"a"}`, `map[string]string{...}`)."""
     if isinstance(value, bool):
-        shown = "true" if value else "false"
-    return Cause("FieldValueInvalid", f"Invalid value: {shown}: {detail}", path)
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        kind = "string" if all(isinstance(v, str) for v in value) else "interface {}"
+        return f"[]{kind}{{" + ", ".join(go_value(v) for v in value) + "}"
+    if isinstance(value, dict):
+        kind = "string]string" if all(isinstance(v, str) for v in value.values()) else "string]interface {}"
+        return f"map[{kind}{{" + ", ".join(f'"{k}":{go_value(v)}' for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def field_invalid(path: str, value: Any, detail: str) -> Cause:
+    return Cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {detail}", path)
 
 
 def field_required(path: str, detail: str = "") -> Cause:

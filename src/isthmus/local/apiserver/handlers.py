@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from isthmus.local.apiserver import tables
-from isthmus.local.apiserver.auth import Attributes, AuthChain, UserInfo
+from isthmus.local.apiserver.auth import AUTHENTICATED, Attributes, AuthChain, UserInfo
 from isthmus.local.apiserver.clock import now
 from isthmus.local.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
 from isthmus.local.apiserver.errors import (
@@ -111,6 +111,17 @@ def parse_resource_path(method: str, parts: list[str], watch: bool) -> RequestIn
     return info
 
 
+def go_json_error(error: orjson.JSONDecodeError, body: bytes) -> str:
+    """Go's encoding/json wording for the two common malformed bodies (what kubectl users recognize)."""
+    if "unexpected end of data" in str(error) or not body.strip():
+        return "unexpected end of JSON input"
+    position = getattr(error, "pos", None)
+    if isinstance(position, int) and position < len(body):
+        char = body[position : position + 1].decode(errors="replace")
+        return f"invalid character '{char}' looking for beginning of value"
+    return str(error)
+
+
 def go_bool(value: str, name: str) -> bool:
     """Parse a boolean query parameter as Go's strconv.ParseBool does."""
     if value in ("1", "t", "T", "TRUE", "true", "True"):
@@ -177,13 +188,53 @@ class ApiHandlers:
 
     def _user(self, request: web.Request) -> UserInfo:
         header = request.headers.get("Authorization", "")
+        # Anything but a bearer token is not ours to judge: the request is anonymous, as in Kubernetes.
         token = header[7:].strip() if header[:7].lower() == "bearer " else None
-        if header and token is None:
-            raise unauthorized()
         user = self.auth.authenticate(token)
         if user is None:
             raise unauthorized()
+        if "Impersonate-User" in request.headers or "Impersonate-Group" in request.headers:
+            return self._impersonate(request, user)
         return user
+
+    def _impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
+        """Act as another user (`kubectl --as`), if the caller may impersonate them, as Kubernetes does."""
+        name = request.headers.get("Impersonate-User", "")
+        groups = request.headers.getall("Impersonate-Group", [])
+        if not name:
+            raise bad_request("requested impersonation of groups without impersonating a user")
+        checks: list[tuple[str, str, str]] = []
+        if name.startswith("system:serviceaccount:") and name.count(":") == 3:
+            _, _, namespace, sa = name.split(":")
+            checks.append(("serviceaccounts", namespace, sa))
+        else:
+            checks.append(("users", "", name))
+        checks += [("groups", "", group) for group in groups]
+        for resource, namespace, target in checks:
+            allowed, _ = self.auth.authorize(
+                Attributes(user, "impersonate", "", resource, "", namespace, target)
+            )
+            if not allowed:
+                kind = {"users": "user", "groups": "group", "serviceaccounts": "serviceaccount"}[resource]
+                raise StatusError(
+                    403,
+                    "Forbidden",
+                    f'{resource} "{target}" is forbidden: User "{user.name}" cannot impersonate resource '
+                    f'"{resource}" in API group "" '
+                    + (f'in the namespace "{namespace}"' if namespace else "at the cluster scope"),
+                    name=target,
+                    kind=kind,
+                )
+        implied = (
+            ("system:serviceaccounts", f"system:serviceaccounts:{name.split(':')[2]}")
+            if (name.startswith("system:serviceaccount:"))
+            else ()
+        )
+        return UserInfo(
+            name,
+            request.headers.get("Impersonate-Uid", ""),
+            tuple(dict.fromkeys([*groups, *implied, AUTHENTICATED])),
+        )
 
     def _authorize_path(self, user: UserInfo, path: str) -> None:
         allowed, reason = self.auth.authorize(Attributes(user, "get", path=path))
@@ -308,19 +359,29 @@ class ApiHandlers:
         content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         return body, content_type
 
-    def _decode_body(self, body: bytes, content_type: str) -> Any:
+    def _decode_body(self, body: bytes, content_type: str, kind: str) -> Any:
+        unrecognized = f"the object provided is unrecognized (must be of type {kind}): "
+        preview = body[:30].decode(errors="replace") + (" ..." if len(body) > 30 else "")
         if not body:
-            raise bad_request("the body of the request was empty")
+            raise bad_request(
+                unrecognized + "couldn't get version/kind; json parse error: unexpected end of JSON input"
+            )
         if content_type in (JSON, "", "*/*"):
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:
-                raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+                raise bad_request(
+                    f"{unrecognized}couldn't get version/kind; json parse error: {go_json_error(exc, body)} "
+                    f"({preview})"
+                ) from None
         if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
             try:
                 return yaml.safe_load(body)
             except yaml.YAMLError as exc:
-                raise bad_request(f"the body of the request could not be decoded as YAML: {exc}") from None
+                problem = str(getattr(exc, "problem", "") or exc).strip()
+                raise bad_request(
+                    f"{unrecognized}couldn't get version/kind; yaml parse error: {problem} ({preview})"
+                ) from None
         if content_type == PROTOBUF_CONTENT_TYPE:
             return decode_object(body)
         raise unsupported_media_type(content_type)
@@ -366,10 +427,10 @@ class ApiHandlers:
             if info.name and info.subresource:
                 raise method_not_allowed()
             opts = self._write_options(request, user, "Warn")
-            result = await self.objects.create(t, self._decode_body(body, content_type), opts)
+            result = await self.objects.create(t, self._decode_body(body, content_type, rt.kind), opts)
         elif verb == "update":
             opts = self._write_options(request, user, "Warn")
-            result = await self.objects.update(t, self._decode_body(body, content_type), opts)
+            result = await self.objects.update(t, self._decode_body(body, content_type, rt.kind), opts)
         elif verb == "patch":
             if content_type not in PATCH_TYPES:
                 raise StatusError(
@@ -393,7 +454,7 @@ class ApiHandlers:
     def _delete_options(self, request: web.Request, body: bytes, content_type: str) -> JsonObject:
         options: JsonObject = {}
         if body:
-            decoded = self._decode_body(body, content_type)
+            decoded = self._decode_body(body, content_type, "DeleteOptions")
             if isinstance(decoded, dict):
                 options = decoded
         query = request.query
@@ -547,8 +608,12 @@ class ApiHandlers:
             try:
                 since = int(rv_param)
             except ValueError:
-                raise bad_request(
-                    f'resourceVersion: Invalid value: "{rv_param}": invalid resource version'
+                # kube-apiserver's watch cache answers a version it cannot parse with a bare 500.
+                raise StatusError(
+                    500,
+                    "",
+                    f'resourceVersion: Invalid value: "{rv_param}": strconv.ParseUint: parsing "{rv_param}": '
+                    "invalid syntax",
                 ) from None
         matcher = self.objects.matcher(t, label_selector, field_selector)  # validates selectors before 200
         response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})

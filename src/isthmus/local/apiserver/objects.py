@@ -33,13 +33,14 @@ from isthmus.local.apiserver.errors import (
     conflict,
     field_forbidden,
     field_required,
+    go_value,
     invalid,
     not_found,
 )
 from isthmus.local.apiserver.resources import ResourceRegistry, ResourceType
 from isthmus.local.apiserver.schema import Schema, SchemaCatalog
 from isthmus.local.apiserver.selectors import all_of, field_matcher, label_matcher
-from isthmus.local.apiserver.store import Store, Stored, Watcher, copy_object
+from isthmus.local.apiserver.store import Store, Stored, Watcher, copy_object, storage_key
 from isthmus.local.apiserver.strategies import Strategies
 from isthmus.local.apiserver.validation import (
     CrdValidator,
@@ -116,9 +117,10 @@ def _generate_suffix() -> str:
     return "".join(secrets.choice(_NAME_SUFFIX_CHARS) for _ in range(5))
 
 
-def _spec_of(obj: JsonObject) -> JsonObject:
-    """Everything but metadata and status: what `metadata.generation` tracks."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+def _spec_of(obj: JsonObject, with_status: bool = False) -> JsonObject:
+    """Everything but metadata (and status, unless asked): what `metadata.generation` tracks."""
+    skip = ("metadata", "apiVersion", "kind") if with_status else ("metadata", "status", "apiVersion", "kind")
+    return {k: v for k, v in obj.items() if k not in skip}
 
 
 def _without_volatile(obj: JsonObject) -> JsonObject:
@@ -182,7 +184,7 @@ class Objects:
         return all_of(
             in_namespace,
             label_matcher(label_selector),
-            field_matcher(t.rt.group, t.rt.plural, field_selector),
+            field_matcher(t.rt.group, t.rt.plural, field_selector, t.rt.is_custom),
         )
 
     def list_objects(
@@ -195,20 +197,33 @@ class Objects:
     ) -> ListResult:
         matches = self.matcher(t, label_selector, field_selector)
         rv = self.store.rv
-        after: tuple[str, str] | None = None
+        after: str | None = None
         if continue_token:
             try:
                 token = orjson.loads(base64.urlsafe_b64decode(continue_token.encode()))
-                after = (token["ns"], token["name"])
+                after = storage_key((str(token["ns"]), str(token["name"])))
                 rv = int(token["rv"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise bad_request(f"continue key is not valid: {exc}") from None
         items: list[Stored] = []
         namespace = t.namespace if t.rt.namespaced and t.namespace else None
-        for stored in self.store.iter_objects(t.rt.key, namespace):
+        objects = self.store.iter_objects(t.rt.key, namespace)
+        if rv != self.store.rv:
+            # Later pages show the list as it was when the first page was served, as etcd's MVCC does.
+            snapshot = self.store.snapshot(t.rt.key, rv, namespace)
+            if snapshot is None:
+                raise StatusError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can "
+                    "start a new list without the continue parameter, or use the continue token in this "
+                    "response to retrieve the remainder of the results.",
+                )
+            objects = iter(snapshot)
+        for stored in objects:
             if after is not None:
                 meta = stored.obj["metadata"]
-                if (meta.get("namespace", ""), meta["name"]) <= after:
+                if storage_key((meta.get("namespace", ""), meta["name"])) <= after:
                     continue
             if matches(stored.obj):
                 if limit and len(items) == limit:
@@ -254,7 +269,9 @@ class Objects:
         schema = self._schema(t)
         if schema is None:
             return []
-        report = self.decoder.decode(obj, schema, prune=opts.field_validation != "Strict")
+        report = self.decoder.decode(
+            obj, schema, prune=opts.field_validation != "Strict", drop_nulls=t.rt.is_custom
+        )
         if report.type_errors:
             raise strict_decoding_error(t.rt.kind, t.version, report)
         if report.unknown and opts.field_validation == "Strict":
@@ -290,14 +307,7 @@ class Objects:
     def _check_namespace(self, t: Target, obj: JsonObject) -> None:
         meta = obj["metadata"]
         if not t.rt.namespaced:
-            if meta.get("namespace"):
-                raise invalid(
-                    t.rt.kind,
-                    t.rt.group,
-                    meta.get("name", ""),
-                    [field_forbidden("metadata.namespace", "not allowed on this type")],
-                )
-            meta.pop("namespace", None)
+            meta.pop("namespace", None)  # Kubernetes clears it (charts often set it on cluster-scoped kinds)
             return
         body_ns = meta.get("namespace")
         if body_ns and t.namespace and body_ns != t.namespace:
@@ -312,12 +322,14 @@ class Objects:
         if namespace is None:
             raise not_found("namespaces", "", t.namespace)
         if namespace.obj["metadata"].get("deletionTimestamp"):
+            qualified = f"{t.rt.plural}.{t.rt.group}" if t.rt.group else t.rt.plural
             raise StatusError(
                 403,
                 "Forbidden",
-                f'{t.rt.plural} "{name}" is forbidden: unable to create new '
+                f'{qualified} "{name}" is forbidden: unable to create new '
                 f"content in namespace {t.namespace} because it is being terminated",
                 name=name,
+                group=t.rt.group,
                 kind=t.rt.plural,
             )
 
@@ -335,7 +347,7 @@ class Objects:
         meta = obj["metadata"]
         if not meta.get("name"):
             if meta.get("generateName"):
-                meta["name"] = meta["generateName"] + _generate_suffix()
+                meta["name"] = meta["generateName"][:58] + _generate_suffix()
             else:
                 raise invalid(
                     t.rt.kind,
@@ -418,6 +430,14 @@ class Objects:
             and meta["resourceVersion"] != current.obj["metadata"]["resourceVersion"]
         ):
             raise conflict(t.rt.plural, t.rt.group, t.name, STALE_WRITE)
+        current_uid = current.obj["metadata"].get("uid")
+        if meta.get("uid") and meta["uid"] != current_uid:
+            raise conflict(
+                t.rt.plural,
+                t.rt.group,
+                t.name,
+                f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: {current_uid}",
+            )
         return await self._update(t, current, obj, opts, warnings, "Update")
 
     async def _update(
@@ -461,7 +481,7 @@ class Objects:
                         "metadata.finalizers",
                         "no new finalizers can be added if the "
                         "object is being deleted, found new finalizers "
-                        f"{sorted(added)}",
+                        f"{go_value(sorted(added))}",
                     )
                 )
         warnings += await self.admission.run(
@@ -479,7 +499,8 @@ class Objects:
             )
         )
         self._validate(t, obj, causes)
-        if strategy.tracks_generation and _spec_of(obj) != _spec_of(old):
+        with_status = t.rt.is_custom and not t.rt.has_status  # then status changes count too
+        if strategy.tracks_generation and _spec_of(obj, with_status) != _spec_of(old, with_status):
             meta["generation"] = old_meta.get("generation", 0) + 1
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
@@ -532,8 +553,8 @@ class Objects:
                 raise StatusError(
                     415,
                     "UnsupportedMediaType",
-                    "strategic merge patch is not supported for "
-                    f"custom resources ({t.rt.plural}.{t.rt.group}): use a merge patch or apply",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 )
             patched = patches.strategic_merge_patch(base, patch_body, self._schema(t))
         else:

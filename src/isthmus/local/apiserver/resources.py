@@ -192,6 +192,24 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, verbs=("create",), virtual=True
     ),
     _builtin(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        False,
+        verbs=("create",),
+        virtual=True,
+    ),
+    _builtin(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        True,
+        verbs=("create",),
+        virtual=True,
+    ),
+    _builtin(
         "authorization.k8s.io",
         "v1",
         "SelfSubjectAccessReview",

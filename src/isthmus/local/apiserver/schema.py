@@ -23,17 +23,40 @@ _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
 class Schema:
     """One schema node. `raw` is the node itself, merged with the target of its `$ref` (siblings win)."""
 
-    __slots__ = ("__dict__", "_defs", "raw")
+    __slots__ = ("__dict__", "_defs", "definition", "raw")
 
-    def __init__(self, raw: Mapping[str, Any], defs: Mapping[str, Any]) -> None:
+    def __init__(self, raw: Mapping[str, Any], defs: Mapping[str, Any], definition: str = "") -> None:
         ref = raw.get("$ref")
         if isinstance(ref, str):
-            target = defs[ref.rsplit("/", 1)[-1]]
-            merged = dict(target)
+            definition = ref.rsplit("/", 1)[-1]
+            merged = dict(defs[definition])
             merged.update((k, v) for k, v in raw.items() if k != "$ref")
             raw = merged
         self.raw: Mapping[str, Any] = raw
+        self.definition = (
+            definition  # the named definition this node is, e.g. io.k8s.api.apps.v1.DeploymentSpec
+        )
         self._defs = defs
+
+    @property
+    def go_type(self) -> str:
+        """The Go type Kubernetes declares for this node, as its decoding errors name it."""
+        if self.definition:
+            return self.definition.rsplit(".", 1)[-1]
+        fmt = self.raw.get("format")
+        if "integer" in self.types:
+            return str(fmt) if fmt in ("int32", "int64") else "int"
+        if "number" in self.types:
+            return "float64"
+        if "boolean" in self.types:
+            return "bool"
+        if "string" in self.types:
+            return "string"
+        if "array" in self.types:
+            return "[]" + (self.items.go_type if self.items else "interface {}")
+        if self.additional_properties is not None:
+            return "map[string]" + self.additional_properties.go_type
+        return "map[string]interface {}"
 
     def _child(self, raw: Any) -> Schema | None:
         return Schema(raw, self._defs) if isinstance(raw, Mapping) else None
@@ -189,7 +212,7 @@ class SchemaCatalog:
     def named(self, name: str) -> Schema:
         schema = self._cache.get(name)
         if schema is None:
-            schema = self._cache[name] = Schema(self.definitions[name], self.definitions)
+            schema = self._cache[name] = Schema(self.definitions[name], self.definitions, name)
         return schema
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isthmus.local.apiserver.errors import StatusError, bad_request
+from isthmus.local.apiserver.validation import LABEL_VALUE_MSG, QUALIFIED_NAME_MSG
 
 JsonObject = dict[str, Any]
 
@@ -50,26 +51,17 @@ class Requirement:
 
 
 def _invalid(selector: str, why: str) -> StatusError:
-    return bad_request(f'unable to parse requirement: {why}: in selector "{selector}"')
+    return bad_request(f"unable to parse requirement: {why}")
 
 
 def _check_key(selector: str, key: str) -> None:
     if not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
-        raise _invalid(
-            selector,
-            f'invalid label key "{key}": name part must consist of alphanumeric characters, '
-            "'-', '_' or '.', and must start and end with an alphanumeric character",
-        )
+        raise _invalid(selector, f'<nil>: Invalid value: "{key}": {QUALIFIED_NAME_MSG}')
 
 
-def _check_value(selector: str, value: str) -> None:
+def _check_value(selector: str, key: str, value: str) -> None:
     if len(value) > 63 or not _LABEL_VALUE.match(value):
-        raise _invalid(
-            selector,
-            f'invalid label value: "{value}": a valid label must be an empty string or '
-            "consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-            "alphanumeric character",
-        )
+        raise _invalid(selector, f'values[0][{key}]: Invalid value: "{value}": {LABEL_VALUE_MSG}')
 
 
 def parse_label_selector(selector: str) -> tuple[Requirement, ...]:
@@ -80,17 +72,17 @@ def parse_label_selector(selector: str) -> tuple[Requirement, ...]:
     reqs: list[Requirement] = []
     i = 0
 
-    def take() -> str:
+    def take(expected: str) -> str:
         nonlocal i
         if i >= len(tokens):
-            raise _invalid(selector, "unexpected end of selector")
+            raise _invalid(selector, f"found '', expected: {expected}")
         i += 1
         return tokens[i - 1]
 
     while i < len(tokens):
-        token = take()
+        token = take("identifier")
         if token == "!":
-            key = take()
+            key = take("identifier")
             _check_key(selector, key)
             reqs.append(Requirement(key, "!"))
         else:
@@ -104,25 +96,30 @@ def parse_label_selector(selector: str) -> tuple[Requirement, ...]:
                 value = tokens[i] if i < len(tokens) and tokens[i] != "," else ""
                 if value:
                     i += 1
-                _check_value(selector, value)
+                _check_value(selector, key, value)
                 reqs.append(Requirement(key, "!=" if op == "!=" else "=", (value,)))
             elif op in ("in", "notin"):
                 i += 1
-                if take() != "(":
+                if take("'('") != "(":
                     raise _invalid(selector, f"found '{tokens[i - 1]}', expected: '('")
                 values: list[str] = []
+                expect_value = True
                 while True:
-                    item = take()
+                    item = take("',' or ')'")
                     if item == ")":
                         break
                     if item == ",":
+                        expect_value = True
                         continue
-                    _check_value(selector, item)
+                    if not expect_value:
+                        raise _invalid(selector, f"found '{item}', expected: ',' or ')'")
+                    _check_value(selector, key, item)
                     values.append(item)
+                    expect_value = False
                 reqs.append(Requirement(key, op, tuple(values)))
             elif op in ("<", ">"):
                 i += 1
-                value = take()
+                value = take("integer")
                 if not value.lstrip("-").isdigit():
                     raise _invalid(
                         selector, f"for 'Gt', 'Lt' operators, the value must be an integer: {value}"
@@ -134,6 +131,8 @@ def parse_label_selector(selector: str) -> tuple[Requirement, ...]:
             if tokens[i] != ",":
                 raise _invalid(selector, f"found '{tokens[i]}', expected: ',' or 'end of string'")
             i += 1
+            if i == len(tokens):
+                raise _invalid(selector, "found '', expected: identifier after ','")
     return tuple(reqs)
 
 
@@ -219,7 +218,9 @@ def _field_value(obj: JsonObject, path: str) -> str:
     return "" if node is None else str(node)
 
 
-def field_matcher(group: str, plural: str, selector: str) -> Callable[[JsonObject], bool] | None:
+def field_matcher(
+    group: str, plural: str, selector: str, custom: bool = False
+) -> Callable[[JsonObject], bool] | None:
     """A predicate for a field selector (`a=b,c!=d`); None when it selects everything. 400 on unknown fields."""
     if not selector.strip():
         return None
@@ -231,7 +232,11 @@ def field_matcher(group: str, plural: str, selector: str) -> Callable[[JsonObjec
             raise bad_request(f"invalid selector: '{selector}'; can't understand '{term}'")
         path, op, value = m.group(1).strip(), m.group(2), m.group(3).strip()
         if path not in allowed:
-            raise bad_request(f"field label not supported: {path}")
+            if (group, plural) in FIELD_LABELS or custom:
+                raise bad_request(f"field label not supported: {path}")
+            raise bad_request(
+                f'"{path}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            )
         terms.append((path, op != "!=", value))
 
     def matches(obj: JsonObject) -> bool:

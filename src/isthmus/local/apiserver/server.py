@@ -22,6 +22,7 @@ from isthmus.local.apiserver.auth import (
     AUTHENTICATED,
     SYSTEM_MASTERS,
     AuthChain,
+    BasicUserAuthorizer,
     DiscoveryAuthorizer,
     PublicInfoAuthorizer,
     StaticTokenAuthenticator,
@@ -35,6 +36,7 @@ from isthmus.local.apiserver.handlers import ApiHandlers
 from isthmus.local.apiserver.objects import Objects
 from isthmus.local.apiserver.openapi import OpenApi
 from isthmus.local.apiserver.resources import ResourceRegistry
+from isthmus.local.apiserver.reviews import AccessReviews
 from isthmus.local.apiserver.schema import SchemaCatalog
 from isthmus.local.apiserver.store import Store
 from isthmus.local.apiserver.strategies import Strategies
@@ -76,7 +78,7 @@ class ApiServer:
         admin_token = Path(config.admin_token_file).read_text().strip()
         self.auth = AuthChain(
             [StaticTokenAuthenticator({admin_token: ADMIN_USER})],
-            [SuperuserAuthorizer(), PublicInfoAuthorizer(), DiscoveryAuthorizer()],
+            [SuperuserAuthorizer(), PublicInfoAuthorizer(), DiscoveryAuthorizer(), BasicUserAuthorizer()],
         )
         address = f"{config.advertise_host}:{config.listen_port}"
         self.handlers = ApiHandlers(
@@ -86,6 +88,7 @@ class ApiServer:
             OpenApi(self.catalog, self.registry),
             version_info(config.kubernetes_minor),
         )
+        AccessReviews(self.auth).install(self.handlers)
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -102,6 +105,7 @@ class ApiServer:
 
     async def start(self) -> None:
         await self.controllers.start()
+        self.store.start_history()
         self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(

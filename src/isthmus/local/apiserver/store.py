@@ -40,6 +40,11 @@ MODIFIED = "MODIFIED"
 DELETED = "DELETED"
 
 
+def storage_key(key: ObjectKey) -> str:
+    """The order lists come in, as etcd keys `<namespace>/<name>` sort."""
+    return f"{key[0]}/{key[1]}"
+
+
 def copy_object(obj: JsonObject) -> JsonObject:
     """A deep copy of a JSON object (round trip through orjson: faster than copy.deepcopy)."""
     result: JsonObject = orjson.loads(orjson.dumps(obj))
@@ -85,8 +90,10 @@ class Watcher:
             out = event
         elif now:
             out = WatchEvent(event.rv, ADDED, event.obj, event.raw, event.old)
-        elif before:
-            out = WatchEvent(event.rv, DELETED, event.obj, event.raw, event.old)
+        elif before and event.old is not None:
+            # Kubernetes sends the last state the watcher could see, stamped with this event's version.
+            last = {**event.old, "metadata": {**event.old["metadata"], "resourceVersion": str(event.rv)}}
+            out = WatchEvent(event.rv, DELETED, last, orjson.dumps(last), event.old)
         else:
             out = None
         if out is None:
@@ -112,8 +119,9 @@ class _Bucket:
     watchers: set[Watcher] = field(default_factory=set)
 
     def ordered_keys(self) -> list[ObjectKey]:
+        """Keys in etcd's order: the bytes of `namespace/name`."""
         if self.sorted_keys is None:
-            self.sorted_keys = sorted(self.objects)
+            self.sorted_keys = sorted(self.objects, key=storage_key)
         return self.sorted_keys
 
 
@@ -137,6 +145,9 @@ class Store:
         self._history_size = history_size
         self._watcher_capacity = watcher_capacity
         self.rv = 0
+        self.opened_at = (
+            0  # the resourceVersion when this process opened the store: watch history starts here
+        )
         self._db: sqlite3.Connection | None = None
         self._pending: dict[tuple[str, str, str, str], bytes | None] = {}
         self._flush_done: asyncio.Future[None] | None = None
@@ -159,7 +170,16 @@ class Store:
             rv = int(obj.get("metadata", {}).get("resourceVersion") or 0)
             self._bucket((grp, resource)).objects[(namespace, name)] = Stored(obj, bytes(data), rv)
         self._db = db
+        self.opened_at = self.rv
         for bucket in self._buckets.values():
+            bucket.history_from = self.rv
+
+    def start_history(self) -> None:
+        """Start every resource's watch history now, as kube-apiserver's watch cache starts from a list when it
+        starts serving: watches from an earlier resourceVersion get 410 and relist."""
+        self.opened_at = self.rv
+        for bucket in self._buckets.values():
+            bucket.history.clear()
             bucket.history_from = self.rv
 
     def close(self) -> None:
@@ -214,7 +234,7 @@ class Store:
     def _bucket(self, resource: ResourceKey) -> _Bucket:
         bucket = self._buckets.get(resource)
         if bucket is None:
-            bucket = self._buckets[resource] = _Bucket(history_from=self.rv)
+            bucket = self._buckets[resource] = _Bucket(history_from=self.opened_at)
         return bucket
 
     def get(self, resource: ResourceKey, namespace: str, name: str) -> Stored | None:
@@ -231,6 +251,40 @@ class Store:
             if namespace is None or key[0] == namespace:
                 yield objects[key]
 
+    def snapshot(self, resource: ResourceKey, rv: int, namespace: str | None = None) -> list[Stored] | None:
+        """The objects as they were at resourceVersion `rv`, in key order; None when history no longer covers it.
+
+        Rebuilt from the current objects and the watch history: the state before the first later event of
+        each changed object is its state at `rv`.
+        """
+        bucket = self._buckets.get(resource)
+        if bucket is None:
+            return [] if rv >= self.opened_at else None
+        if rv < bucket.history_from:
+            return None
+        then: dict[ObjectKey, Stored | None] = {}
+        for event in bucket.history:
+            if event.rv <= rv:
+                continue
+            meta = event.obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            if key not in then:
+                old = event.old if event.type != ADDED else None
+                then[key] = (
+                    None
+                    if old is None
+                    else Stored(old, orjson.dumps(old), int(old["metadata"]["resourceVersion"]))
+                )
+        keys = set(bucket.objects) | {k for k, v in then.items() if v is not None}
+        out = []
+        for key in sorted(keys, key=storage_key):
+            if namespace is not None and key[0] != namespace:
+                continue
+            stored = then[key] if key in then else bucket.objects[key]
+            if stored is not None:
+                out.append(stored)
+        return out
+
     def count(self, resource: ResourceKey) -> int:
         bucket = self._buckets.get(resource)
         return len(bucket.objects) if bucket else 0
@@ -244,11 +298,11 @@ class Store:
         """Create or replace `obj` (keyed by its namespace and name), stamping the next resourceVersion."""
         meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta["name"])
+        bucket = self._bucket(resource)  # before the next version: a new bucket's history starts before it
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
         raw = orjson.dumps(obj)
         stored = Stored(obj, raw, self.rv)
-        bucket = self._bucket(resource)
         old = bucket.objects.get(key)
         if old is None:
             bucket.sorted_keys = None

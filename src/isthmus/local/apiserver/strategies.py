@@ -19,6 +19,7 @@ from isthmus.local.apiserver.errors import (
     field_invalid,
     field_required,
     field_unsupported,
+    internal_error,
 )
 from isthmus.local.apiserver.selectors import selector_from_label_selector
 from isthmus.local.apiserver.store import Store
@@ -71,14 +72,15 @@ class ServiceAddresses:
                 )
             used.add(requested)
             return requested
-        hosts = self.network.hosts()
-        next(hosts)  # the first address is the `kubernetes` Service's
-        free = [str(ip) for ip in hosts if str(ip) not in used]
-        if not free:
-            return field_invalid("spec.clusterIPs", [], "failed to allocate a serviceIP: range is full")
-        chosen = random.choice(free)
-        used.add(chosen)
-        return chosen
+        # Usable addresses: all but the network and broadcast ones, and the first (the `kubernetes` Service's).
+        first, count = int(self.network.network_address) + 2, self.network.num_addresses - 3
+        start = random.randrange(count) if count > 0 else 0
+        for offset in range(count):
+            candidate = str(ipaddress.ip_address(first + (start + offset) % count))
+            if candidate not in used:
+                used.add(candidate)
+                return candidate
+        raise internal_error("failed to allocate a serviceIP: range is full")
 
     def allocate_node_port(self) -> int:
         self._used()
@@ -214,8 +216,6 @@ class WorkloadStrategy(GenerationStrategy):
             _set(spec, "suspend", False)
         for pod_spec in _template_spec(obj):
             default_pod_spec(pod_spec)
-            if self.kind == "Job":
-                pod_spec["restartPolicy"] = pod_spec.get("restartPolicy") or "Never"
         if self.kind != "Job":
             obj.setdefault("status", {})
 
@@ -235,7 +235,12 @@ class WorkloadStrategy(GenerationStrategy):
     def _validate(self, obj: JsonObject) -> list[Cause]:
         spec = obj.get("spec", {})
         selector = spec.get("selector")
-        if self.kind == "Job" or not isinstance(selector, dict):
+        if self.kind == "Job":
+            policy = next((p.get("restartPolicy") for p in _template_spec(obj)), None)
+            if policy not in ("OnFailure", "Never"):
+                return [field_unsupported("spec.template.spec.restartPolicy", policy, ["OnFailure", "Never"])]
+            return []
+        if not isinstance(selector, dict):
             return []
         labels = (spec.get("template", {}).get("metadata") or {}).get("labels") or {}
         if not selector.get("matchLabels") and not selector.get("matchExpressions"):
@@ -326,15 +331,14 @@ class ServiceStrategy(Strategy):
                 causes.append(
                     field_invalid(f"spec.ports[{i}].port", number, "must be between 1 and 65535, inclusive")
                 )
-            if len(ports) > 1 and not port.get("name"):
+            name = port.get("name")
+            if len(ports) > 1 and not name:
                 causes.append(field_required(f"spec.ports[{i}].name"))
-            if port.get("name") in names:
+            elif name and name in names:
                 causes.append(
-                    Cause(
-                        "FieldValueDuplicate", f'Duplicate value: "{port["name"]}"', f"spec.ports[{i}].name"
-                    )
+                    Cause("FieldValueDuplicate", f'Duplicate value: "{name}"', f"spec.ports[{i}].name")
                 )
-            names.add(port.get("name"))
+            names.add(name)
         return causes
 
     def deleted(self, obj: JsonObject) -> None:
@@ -393,7 +397,7 @@ def _config_keys(obj: JsonObject, *fields: str) -> list[Cause]:
             if not key or len(key) > 253 or any(c not in _CONFIG_KEY_CHARS for c in key):
                 causes.append(
                     field_invalid(
-                        name,
+                        f"{name}[{key}]",
                         key,
                         "a valid config key must consist of alphanumeric "
                         "characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "

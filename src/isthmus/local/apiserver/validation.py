@@ -148,15 +148,9 @@ def validate_metadata(meta: Mapping[str, Any]) -> list[Cause]:
                 "metadata.annotations",
             )
         )
-    for i, finalizer in enumerate(meta.get("finalizers") or []):
-        if not isinstance(finalizer, str) or qualified_name(finalizer):
-            causes.append(
-                field_invalid(
-                    f"metadata.finalizers[{i}]",
-                    finalizer,
-                    "must be a qualified name such as 'example.com/cleanup'",
-                )
-            )
+    for finalizer in meta.get("finalizers") or []:
+        problems = qualified_name(finalizer) if isinstance(finalizer, str) else ["must be a string"]
+        causes += [field_invalid("metadata.finalizers", finalizer, msg) for msg in problems]
     return causes
 
 
@@ -193,9 +187,17 @@ class Decoder:
     def __init__(self, catalog: SchemaCatalog) -> None:
         self.object_meta = catalog.named("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
 
-    def decode(self, obj: JsonObject, schema: Schema, prune: bool, report_types: bool = True) -> DecodeReport:
+    def decode(
+        self,
+        obj: JsonObject,
+        schema: Schema,
+        prune: bool,
+        report_types: bool = True,
+        drop_nulls: bool = False,
+    ) -> DecodeReport:
+        """Walk `obj`; `drop_nulls` removes nulls the schema does not declare nullable (custom resources)."""
         report = DecodeReport()
-        self._walk(obj, schema, "", report, prune, report_types, root=True)
+        self._walk(obj, schema, "", report, prune, report_types, root=True, drop_nulls=drop_nulls)
         return report
 
     def _walk(
@@ -207,13 +209,16 @@ class Decoder:
         prune: bool,
         types: bool,
         root: bool = False,
+        parent: str = "",
+        drop_nulls: bool = False,
     ) -> None:
         if value is None:
             return
         if types and schema.types and not _fits(value, schema.types):
-            expected = "/".join(sorted(schema.types))
+            go_kind = {"integer": "number", "boolean": "bool"}.get(_type_of(value), _type_of(value))
             report.type_errors.append(
-                f"json: cannot unmarshal {_type_of(value)} into Go struct field {path or '.'} of type {expected}"
+                f"json: cannot unmarshal {go_kind} into Go struct field {parent}.{path or '.'} of type "
+                f"{schema.go_type}"
             )
             return
         if isinstance(value, dict):
@@ -239,10 +244,23 @@ class Decoder:
                         if prune:
                             del value[key]
                     continue
-                self._walk(value[key], child, sub, report, prune, types)
+                if drop_nulls and value[key] is None and not child.raw.get("nullable"):
+                    del value[key]
+                    continue
+                struct = schema.go_type if schema.properties else parent
+                self._walk(value[key], child, sub, report, prune, types, parent=struct, drop_nulls=drop_nulls)
         elif isinstance(value, list) and schema.items is not None:
             for i, item in enumerate(value):
-                self._walk(item, schema.items, f"{path}[{i}]", report, prune, types)
+                self._walk(
+                    item,
+                    schema.items,
+                    f"{path}[{i}]",
+                    report,
+                    prune,
+                    types,
+                    parent=parent,
+                    drop_nulls=drop_nulls,
+                )
 
 
 def required_fields(obj: Any, schema: Schema, path: str = "") -> list[Cause]:
@@ -318,12 +336,10 @@ class CrdValidator:
                 sub = missing.group(1) if missing else ""
                 causes.append(field_required(f"{path}.{sub}" if path else sub))
             elif error.validator == "type":
+                found = _type_of(error.instance)
                 causes.append(
                     field_invalid(
-                        path,
-                        error.instance if isinstance(error.instance, str) else _type_of(error.instance),
-                        f"{path} in body must be of type {error.validator_value}: "
-                        f'"{_type_of(error.instance)}"',
+                        path, found, f'{path} in body must be of type {error.validator_value}: "{found}"'
                     )
                 )
             elif error.validator == "enum":
@@ -335,6 +351,25 @@ class CrdValidator:
                         path,
                     )
                 )
+            elif error.validator in _BOUND_WORDING:
+                wording = _BOUND_WORDING[error.validator].format(v=error.validator_value)
+                causes.append(field_invalid(path, error.instance, f"{path} in body {wording}"))
             else:
                 causes.append(field_invalid(path, error.instance, error.message))
         return causes
+
+
+# How kube-apiserver words a CRD schema's value constraints (k8s.io/kube-openapi validate errors).
+_BOUND_WORDING = {
+    "minimum": "should be greater than or equal to {v}",
+    "maximum": "should be less than or equal to {v}",
+    "exclusiveMinimum": "should be greater than {v}",
+    "exclusiveMaximum": "should be less than {v}",
+    "pattern": "should match '{v}'",
+    "minLength": "should be at least {v} chars long",
+    "maxLength": "should be at most {v} chars long",
+    "minItems": "should have at least {v} items",
+    "maxItems": "must have at most {v} items",
+    "multipleOf": "should be a multiple of {v}",
+    "uniqueItems": "shouldn't contain duplicates",
+}

@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from isthmus.local.apiserver.protobuf.generated.k8s.io.apimachinery.pkg.api.resource import generated_pb2 as k8s_dot_io_dot_apimachinery_dot_pkg_dot_api_dot_resource_dot_generated__pb2
 from isthmus.local.apiserver.protobuf.generated.k8s.io.apimachinery.pkg.apis.meta.v1 import generated_pb2 as k8s_dot_io_dot_apimachinery_dot_pkg_dot_apis_dot_meta_dot_v1_dot_generated__pb2
+from isthmus.local.apiserver.protobuf.generated.k8s.io.apimachinery.pkg.util.intstr import generated_pb2 as k8s_dot_io_dot_apimachinery_dot_pkg_dot_util_dot_intstr_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"k8s.io/api/core/v1/generated.proto\x12\x12k8s.io.api.core.v1\x1a\x34k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto\"\xbc\x02\n\tConfigMap\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x11\n\timmutable\x18\x04 \x01(\x08\x12\x35\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\'.k8s.io.api.core.v1.ConfigMap.DataEntry\x12\x41\n\nbinaryData\x18\x03 \x03(\x0b\x32-.k8s.io.api.core.v1.ConfigMap.BinaryDataEntry\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x42inaryDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"$\n\x14LocalObjectReference\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xb5\x01\n\tNamespace\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12/\n\x04spec\x18\x02 \x01(\x0b\x32!.k8s.io.api.core.v1.NamespaceSpec\x12\x33\n\x06status\x18\x03 \x01(\x0b\x32#.k8s.io.api.core.v1.NamespaceStatus\"\x9b\x01\n\x12NamespaceCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x46\n\x12lastTransitionTime\x18\x04 \x01(\x0b\x32*.k8s.io.apimachinery.pkg.apis.meta.v1.Time\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"#\n\rNamespaceSpec\x12\x12\n\nfinalizers\x18\x01 \x03(\t\"\\\n\x0fNamespaceStatus\x12\r\n\x05phase\x18\x01 \x01(\t\x12:\n\nconditions\x18\x02 \x03(\x0b\x32&.k8s.io.api.core.v1.NamespaceCondition\"\x8d\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x12\n\napiVersion\x18\x05 \x01(\t\x12\x17\n\x0fresourceVersion\x18\x06 \x01(\t\x12\x11\n\tfieldPath\x18\x07 \x01(\t\"\xc1\x02\n\x06Secret\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x11\n\timmutable\x18\x05 \x01(\x08\x12\x32\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32$.k8s.io.api.core.v1.Secret.DataEntry\x12>\n\nstringData\x18\x04 \x03(\x0b\x32*.k8s.io.api.core.v1.Secret.StringDataEntry\x12\x0c\n\x04type\x18\x03 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x31\n\x0fStringDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf4\x01\n\x0eServiceAccount\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x34\n\x07secrets\x18\x02 \x03(\x0b\x32#.k8s.io.api.core.v1.ObjectReference\x12\x42\n\x10imagePullSecrets\x18\x03 \x03(\x0b\x32(.k8s.io.api.core.v1.LocalObjectReference\x12$\n\x1c\x61utomountServiceAccountToken\x18\x04 \x01(\x08\x42\x14Z\x12k8s.io/api/core/v1')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"k8s.io/api/core/v1/generated.proto\x12\x12k8s.io.api.core.v1\x1a\x34k8s.io/apimachinery/pkg/api/resource/generated.proto\x1a\x34k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto\x1a\x33k8s.io/apimachinery/pkg/util/intstr/generated.proto\"\xbc\x02\n\tConfigMap\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x11\n\timmutable\x18\x04 \x01(\x08\x12\x35\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\'.k8s.io.api.core.v1.ConfigMap.DataEntry\x12\x41\n\nbinaryData\x18\x03 \x03(\x0b\x32-.k8s.io.api.core.v1.ConfigMap.BinaryDataEntry\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x42inaryDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x94\x03\n\tContainer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x12\n\nworkingDir\x18\x05 \x01(\t\x12\x30\n\x05ports\x18\x06 \x03(\x0b\x32!.k8s.io.api.core.v1.ContainerPort\x12\'\n\x03\x65nv\x18\x07 \x03(\x0b\x32\x1a.k8s.io.api.core.v1.EnvVar\x12;\n\tresources\x18\x08 \x01(\x0b\x32(.k8s.io.api.core.v1.ResourceRequirements\x12\x15\n\rrestartPolicy\x18\x18 \x01(\t\x12\x1e\n\x16terminationMessagePath\x18\r \x01(\t\x12 \n\x18terminationMessagePolicy\x18\x14 \x01(\t\x12\x17\n\x0fimagePullPolicy\x18\x0e \x01(\t\x12\r\n\x05stdin\x18\x10 \x01(\x08\x12\x11\n\tstdinOnce\x18\x11 \x01(\x08\x12\x0b\n\x03tty\x18\x12 \x01(\x08\"h\n\rContainerPort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostPort\x18\x02 \x01(\x05\x12\x15\n\rcontainerPort\x18\x03 \x01(\x05\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0e\n\x06hostIP\x18\x05 \x01(\t\"%\n\x06\x45nvVar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x14\n\x12LoadBalancerStatus\"$\n\x14LocalObjectReference\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xb5\x01\n\tNamespace\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12/\n\x04spec\x18\x02 \x01(\x0b\x32!.k8s.io.api.core.v1.NamespaceSpec\x12\x33\n\x06status\x18\x03 \x01(\x0b\x32#.k8s.io.api.core.v1.NamespaceStatus\"\x9b\x01\n\x12NamespaceCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x46\n\x12lastTransitionTime\x18\x04 \x01(\x0b\x32*.k8s.io.apimachinery.pkg.apis.meta.v1.Time\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"#\n\rNamespaceSpec\x12\x12\n\nfinalizers\x18\x01 \x03(\t\"\\\n\x0fNamespaceStatus\x12\r\n\x05phase\x18\x01 \x01(\t\x12:\n\nconditions\x18\x02 \x03(\x0b\x32&.k8s.io.api.core.v1.NamespaceCondition\"\x8d\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x12\n\napiVersion\x18\x05 \x01(\t\x12\x17\n\x0fresourceVersion\x18\x06 \x01(\t\x12\x11\n\tfieldPath\x18\x07 \x01(\t\"\xda\x01\n\x12PodSecurityContext\x12\x11\n\trunAsUser\x18\x02 \x01(\x03\x12\x12\n\nrunAsGroup\x18\x06 \x01(\x03\x12\x14\n\x0crunAsNonRoot\x18\x03 \x01(\x08\x12\x1a\n\x12supplementalGroups\x18\x04 \x03(\x03\x12 \n\x18supplementalGroupsPolicy\x18\x0c \x01(\t\x12\x0f\n\x07\x66sGroup\x18\x05 \x01(\x03\x12\x1b\n\x13\x66sGroupChangePolicy\x18\t \x01(\t\x12\x1b\n\x13seLinuxChangePolicy\x18\r \x01(\t\"\x8b\x07\n\x07PodSpec\x12\x35\n\x0einitContainers\x18\x14 \x03(\x0b\x32\x1d.k8s.io.api.core.v1.Container\x12\x31\n\ncontainers\x18\x02 \x03(\x0b\x32\x1d.k8s.io.api.core.v1.Container\x12\x15\n\rrestartPolicy\x18\x03 \x01(\t\x12%\n\x1dterminationGracePeriodSeconds\x18\x04 \x01(\x03\x12\x1d\n\x15\x61\x63tiveDeadlineSeconds\x18\x05 \x01(\x03\x12\x11\n\tdnsPolicy\x18\x06 \x01(\t\x12\x43\n\x0cnodeSelector\x18\x07 \x03(\x0b\x32-.k8s.io.api.core.v1.PodSpec.NodeSelectorEntry\x12\x1a\n\x12serviceAccountName\x18\x08 \x01(\t\x12\x16\n\x0eserviceAccount\x18\t \x01(\t\x12$\n\x1c\x61utomountServiceAccountToken\x18\x15 \x01(\x08\x12\x10\n\x08nodeName\x18\n \x01(\t\x12\x13\n\x0bhostNetwork\x18\x0b \x01(\x08\x12\x0f\n\x07hostPID\x18\x0c \x01(\x08\x12\x0f\n\x07hostIPC\x18\r \x01(\x08\x12\x1d\n\x15shareProcessNamespace\x18\x1b \x01(\x08\x12?\n\x0fsecurityContext\x18\x0e \x01(\x0b\x32&.k8s.io.api.core.v1.PodSecurityContext\x12\x42\n\x10imagePullSecrets\x18\x0f \x03(\x0b\x32(.k8s.io.api.core.v1.LocalObjectReference\x12\x10\n\x08hostname\x18\x10 \x01(\t\x12\x11\n\tsubdomain\x18\x11 \x01(\t\x12\x15\n\rschedulerName\x18\x13 \x01(\t\x12\x19\n\x11priorityClassName\x18\x18 \x01(\t\x12\x10\n\x08priority\x18\x19 \x01(\x05\x12\x18\n\x10runtimeClassName\x18\x1d \x01(\t\x12\x1a\n\x12\x65nableServiceLinks\x18\x1e \x01(\x08\x12\x18\n\x10preemptionPolicy\x18\x1f \x01(\t\x12\x19\n\x11setHostnameAsFQDN\x18# \x01(\x08\x12\x11\n\thostUsers\x18% \x01(\x08\x1a\x33\n\x11NodeSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x0fPodTemplateSpec\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.k8s.io.api.core.v1.PodSpec\"\xc1\x01\n\rResourceQuota\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x33\n\x04spec\x18\x02 \x01(\x0b\x32%.k8s.io.api.core.v1.ResourceQuotaSpec\x12\x37\n\x06status\x18\x03 \x01(\x0b\x32\'.k8s.io.api.core.v1.ResourceQuotaStatus\"\xbf\x01\n\x11ResourceQuotaSpec\x12=\n\x04hard\x18\x01 \x03(\x0b\x32/.k8s.io.api.core.v1.ResourceQuotaSpec.HardEntry\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x1a[\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..k8s.io.apimachinery.pkg.api.resource.Quantity:\x02\x38\x01\"\xd1\x02\n\x13ResourceQuotaStatus\x12?\n\x04hard\x18\x01 \x03(\x0b\x32\x31.k8s.io.api.core.v1.ResourceQuotaStatus.HardEntry\x12?\n\x04used\x18\x02 \x03(\x0b\x32\x31.k8s.io.api.core.v1.ResourceQuotaStatus.UsedEntry\x1a[\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..k8s.io.apimachinery.pkg.api.resource.Quantity:\x02\x38\x01\x1a[\n\tUsedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..k8s.io.apimachinery.pkg.api.resource.Quantity:\x02\x38\x01\"\xe6\x02\n\x14ResourceRequirements\x12\x44\n\x06limits\x18\x01 \x03(\x0b\x32\x34.k8s.io.api.core.v1.ResourceRequirements.LimitsEntry\x12H\n\x08requests\x18\x02 \x03(\x0b\x32\x36.k8s.io.api.core.v1.ResourceRequirements.RequestsEntry\x1a]\n\x0bLimitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..k8s.io.apimachinery.pkg.api.resource.Quantity:\x02\x38\x01\x1a_\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..k8s.io.apimachinery.pkg.api.resource.Quantity:\x02\x38\x01\"\xc1\x02\n\x06Secret\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x11\n\timmutable\x18\x05 \x01(\x08\x12\x32\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32$.k8s.io.api.core.v1.Secret.DataEntry\x12>\n\nstringData\x18\x04 \x03(\x0b\x32*.k8s.io.api.core.v1.Secret.StringDataEntry\x12\x0c\n\x04type\x18\x03 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x31\n\x0fStringDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\x07Service\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12-\n\x04spec\x18\x02 \x01(\x0b\x32\x1f.k8s.io.api.core.v1.ServiceSpec\x12\x31\n\x06status\x18\x03 \x01(\x0b\x32!.k8s.io.api.core.v1.ServiceStatus\"\xf4\x01\n\x0eServiceAccount\x12\x42\n\x08metadata\x18\x01 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta\x12\x34\n\x07secrets\x18\x02 \x03(\x0b\x32#.k8s.io.api.core.v1.ObjectReference\x12\x42\n\x10imagePullSecrets\x18\x03 \x03(\x0b\x32(.k8s.io.api.core.v1.LocalObjectReference\x12$\n\x1c\x61utomountServiceAccountToken\x18\x04 \x01(\x08\"\xa8\x01\n\x0bServicePort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x13\n\x0b\x61ppProtocol\x18\x06 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x44\n\ntargetPort\x18\x04 \x01(\x0b\x32\x30.k8s.io.apimachinery.pkg.util.intstr.IntOrString\x12\x10\n\x08nodePort\x18\x05 \x01(\x05\"\xea\x04\n\x0bServiceSpec\x12.\n\x05ports\x18\x01 \x03(\x0b\x32\x1f.k8s.io.api.core.v1.ServicePort\x12?\n\x08selector\x18\x02 \x03(\x0b\x32-.k8s.io.api.core.v1.ServiceSpec.SelectorEntry\x12\x11\n\tclusterIP\x18\x03 \x01(\t\x12\x12\n\nclusterIPs\x18\x12 \x03(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x13\n\x0b\x65xternalIPs\x18\x05 \x03(\t\x12\x17\n\x0fsessionAffinity\x18\x07 \x01(\t\x12\x16\n\x0eloadBalancerIP\x18\x08 \x01(\t\x12 \n\x18loadBalancerSourceRanges\x18\t \x03(\t\x12\x14\n\x0c\x65xternalName\x18\n \x01(\t\x12\x1d\n\x15\x65xternalTrafficPolicy\x18\x0b \x01(\t\x12\x1b\n\x13healthCheckNodePort\x18\x0c \x01(\x05\x12 \n\x18publishNotReadyAddresses\x18\r \x01(\x08\x12\x12\n\nipFamilies\x18\x13 \x03(\t\x12\x16\n\x0eipFamilyPolicy\x18\x11 \x01(\t\x12%\n\x1d\x61llocateLoadBalancerNodePorts\x18\x14 \x01(\x08\x12\x19\n\x11loadBalancerClass\x18\x15 \x01(\t\x12\x1d\n\x15internalTrafficPolicy\x18\x16 \x01(\t\x12\x1b\n\x13trafficDistribution\x18\x17 \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\rServiceStatus\x12<\n\x0cloadBalancer\x18\x01 \x01(\x0b\x32&.k8s.io.api.core.v1.LoadBalancerStatus\"I\n\x19TypedLocalObjectReference\x12\x10\n\x08\x61piGroup\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\tB\x14Z\x12k8s.io/api/core/v1')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +39,94 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFIGMAP_DATAENTRY']._serialized_options = b'8\001'
   _globals['_CONFIGMAP_BINARYDATAENTRY']._loaded_options = None
   _globals['_CONFIGMAP_BINARYDATAENTRY']._serialized_options = b'8\001'
+  _globals['_PODSPEC_NODESELECTORENTRY']._loaded_options = None
+  _globals['_PODSPEC_NODESELECTORENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEQUOTASPEC_HARDENTRY']._loaded_options = None
+  _globals['_RESOURCEQUOTASPEC_HARDENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEQUOTASTATUS_HARDENTRY']._loaded_options = None
+  _globals['_RESOURCEQUOTASTATUS_HARDENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._loaded_options = None
+  _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEREQUIREMENTS_LIMITSENTRY']._loaded_options = None
+  _globals['_RESOURCEREQUIREMENTS_LIMITSENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEREQUIREMENTS_REQUESTSENTRY']._loaded_options = None
+  _globals['_RESOURCEREQUIREMENTS_REQUESTSENTRY']._serialized_options = b'8\001'
   _globals['_SECRET_DATAENTRY']._loaded_options = None
   _globals['_SECRET_DATAENTRY']._serialized_options = b'8\001'
   _globals['_SECRET_STRINGDATAENTRY']._loaded_options = None
   _globals['_SECRET_STRINGDATAENTRY']._serialized_options = b'8\001'
-  _globals['_CONFIGMAP']._serialized_start=113
-  _globals['_CONFIGMAP']._serialized_end=429
-  _globals['_CONFIGMAP_DATAENTRY']._serialized_start=335
-  _globals['_CONFIGMAP_DATAENTRY']._serialized_end=378
-  _globals['_CONFIGMAP_BINARYDATAENTRY']._serialized_start=380
-  _globals['_CONFIGMAP_BINARYDATAENTRY']._serialized_end=429
-  _globals['_LOCALOBJECTREFERENCE']._serialized_start=431
-  _globals['_LOCALOBJECTREFERENCE']._serialized_end=467
-  _globals['_NAMESPACE']._serialized_start=470
-  _globals['_NAMESPACE']._serialized_end=651
-  _globals['_NAMESPACECONDITION']._serialized_start=654
-  _globals['_NAMESPACECONDITION']._serialized_end=809
-  _globals['_NAMESPACESPEC']._serialized_start=811
-  _globals['_NAMESPACESPEC']._serialized_end=846
-  _globals['_NAMESPACESTATUS']._serialized_start=848
-  _globals['_NAMESPACESTATUS']._serialized_end=940
-  _globals['_OBJECTREFERENCE']._serialized_start=943
-  _globals['_OBJECTREFERENCE']._serialized_end=1084
-  _globals['_SECRET']._serialized_start=1087
-  _globals['_SECRET']._serialized_end=1408
-  _globals['_SECRET_DATAENTRY']._serialized_start=1314
-  _globals['_SECRET_DATAENTRY']._serialized_end=1357
-  _globals['_SECRET_STRINGDATAENTRY']._serialized_start=1359
-  _globals['_SECRET_STRINGDATAENTRY']._serialized_end=1408
-  _globals['_SERVICEACCOUNT']._serialized_start=1411
-  _globals['_SERVICEACCOUNT']._serialized_end=1655
+  _globals['_SERVICESPEC_SELECTORENTRY']._loaded_options = None
+  _globals['_SERVICESPEC_SELECTORENTRY']._serialized_options = b'8\001'
+  _globals['_CONFIGMAP']._serialized_start=220
+  _globals['_CONFIGMAP']._serialized_end=536
+  _globals['_CONFIGMAP_DATAENTRY']._serialized_start=442
+  _globals['_CONFIGMAP_DATAENTRY']._serialized_end=485
+  _globals['_CONFIGMAP_BINARYDATAENTRY']._serialized_start=487
+  _globals['_CONFIGMAP_BINARYDATAENTRY']._serialized_end=536
+  _globals['_CONTAINER']._serialized_start=539
+  _globals['_CONTAINER']._serialized_end=943
+  _globals['_CONTAINERPORT']._serialized_start=945
+  _globals['_CONTAINERPORT']._serialized_end=1049
+  _globals['_ENVVAR']._serialized_start=1051
+  _globals['_ENVVAR']._serialized_end=1088
+  _globals['_LOADBALANCERSTATUS']._serialized_start=1090
+  _globals['_LOADBALANCERSTATUS']._serialized_end=1110
+  _globals['_LOCALOBJECTREFERENCE']._serialized_start=1112
+  _globals['_LOCALOBJECTREFERENCE']._serialized_end=1148
+  _globals['_NAMESPACE']._serialized_start=1151
+  _globals['_NAMESPACE']._serialized_end=1332
+  _globals['_NAMESPACECONDITION']._serialized_start=1335
+  _globals['_NAMESPACECONDITION']._serialized_end=1490
+  _globals['_NAMESPACESPEC']._serialized_start=1492
+  _globals['_NAMESPACESPEC']._serialized_end=1527
+  _globals['_NAMESPACESTATUS']._serialized_start=1529
+  _globals['_NAMESPACESTATUS']._serialized_end=1621
+  _globals['_OBJECTREFERENCE']._serialized_start=1624
+  _globals['_OBJECTREFERENCE']._serialized_end=1765
+  _globals['_PODSECURITYCONTEXT']._serialized_start=1768
+  _globals['_PODSECURITYCONTEXT']._serialized_end=1986
+  _globals['_PODSPEC']._serialized_start=1989
+  _globals['_PODSPEC']._serialized_end=2896
+  _globals['_PODSPEC_NODESELECTORENTRY']._serialized_start=2845
+  _globals['_PODSPEC_NODESELECTORENTRY']._serialized_end=2896
+  _globals['_PODTEMPLATESPEC']._serialized_start=2899
+  _globals['_PODTEMPLATESPEC']._serialized_end=3027
+  _globals['_RESOURCEQUOTA']._serialized_start=3030
+  _globals['_RESOURCEQUOTA']._serialized_end=3223
+  _globals['_RESOURCEQUOTASPEC']._serialized_start=3226
+  _globals['_RESOURCEQUOTASPEC']._serialized_end=3417
+  _globals['_RESOURCEQUOTASPEC_HARDENTRY']._serialized_start=3326
+  _globals['_RESOURCEQUOTASPEC_HARDENTRY']._serialized_end=3417
+  _globals['_RESOURCEQUOTASTATUS']._serialized_start=3420
+  _globals['_RESOURCEQUOTASTATUS']._serialized_end=3757
+  _globals['_RESOURCEQUOTASTATUS_HARDENTRY']._serialized_start=3326
+  _globals['_RESOURCEQUOTASTATUS_HARDENTRY']._serialized_end=3417
+  _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._serialized_start=3666
+  _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._serialized_end=3757
+  _globals['_RESOURCEREQUIREMENTS']._serialized_start=3760
+  _globals['_RESOURCEREQUIREMENTS']._serialized_end=4118
+  _globals['_RESOURCEREQUIREMENTS_LIMITSENTRY']._serialized_start=3928
+  _globals['_RESOURCEREQUIREMENTS_LIMITSENTRY']._serialized_end=4021
+  _globals['_RESOURCEREQUIREMENTS_REQUESTSENTRY']._serialized_start=4023
+  _globals['_RESOURCEREQUIREMENTS_REQUESTSENTRY']._serialized_end=4118
+  _globals['_SECRET']._serialized_start=4121
+  _globals['_SECRET']._serialized_end=4442
+  _globals['_SECRET_DATAENTRY']._serialized_start=4348
+  _globals['_SECRET_DATAENTRY']._serialized_end=4391
+  _globals['_SECRET_STRINGDATAENTRY']._serialized_start=4393
+  _globals['_SECRET_STRINGDATAENTRY']._serialized_end=4442
+  _globals['_SERVICE']._serialized_start=4445
+  _globals['_SERVICE']._serialized_end=4620
+  _globals['_SERVICEACCOUNT']._serialized_start=4623
+  _globals['_SERVICEACCOUNT']._serialized_end=4867
+  _globals['_SERVICEPORT']._serialized_start=4870
+  _globals['_SERVICEPORT']._serialized_end=5038
+  _globals['_SERVICESPEC']._serialized_start=5041
+  _globals['_SERVICESPEC']._serialized_end=5659
+  _globals['_SERVICESPEC_SELECTORENTRY']._serialized_start=5612
+  _globals['_SERVICESPEC_SELECTORENTRY']._serialized_end=5659
+  _globals['_SERVICESTATUS']._serialized_start=5661
+  _globals['_SERVICESTATUS']._serialized_end=5738
+  _globals['_TYPEDLOCALOBJECTREFERENCE']._serialized_start=5740
+  _globals['_TYPEDLOCALOBJECTREFERENCE']._serialized_end=5813
 # @@protoc_insertion_point(module_scope)
