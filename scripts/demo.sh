@@ -21,8 +21,9 @@ k --context cluster2 get services -A
 
 step "The seed's first steps: a namespace, a labelled Secret, an applied manifest"
 k --context cluster1 create namespace istio-system
-printf 'apiVersion: v1\nkind: Config\n' > "$DIR/cluster2"
-k --context cluster1 create secret generic cluster2 --from-file "$DIR/cluster2" -n istio-system
+mkdir -p "$DIR/work"
+printf 'apiVersion: v1\nkind: Config\n' > "$DIR/work/cluster2"
+k --context cluster1 create secret generic cluster2 --from-file "$DIR/work/cluster2" -n istio-system
 k --context cluster1 label secret cluster2 istio/multiCluster=true -n istio-system
 k --context cluster1 get secrets -n istio-system -l istio/multiCluster=true
 cat <<'YAML' | k --context cluster2 apply -f -
