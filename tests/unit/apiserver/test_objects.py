@@ -1140,13 +1140,12 @@ async def test_orphan_deletion_removes_the_owner_reference_from_dependents(objec
 
 async def test_background_deletion_removes_the_owner_and_queues_its_dependents(objects: Objects) -> None:
     owner_uid, _ = await owner_and_dependent(objects)
-    woken: list[bool] = []
-    objects.on_gc_work = lambda: woken.append(True)
+    objects.gc_wakeup.clear()
 
     await objects.delete(configmaps(objects, name="owner"), {"propagationPolicy": "Background"}, opts())
 
     assert objects.store.get(("", "configmaps"), "default", "owner") is None
-    assert owner_uid in objects.gc_queue and woken
+    assert owner_uid in objects.gc_queue and objects.gc_wakeup.is_set()
     assert objects.store.get(("", "configmaps"), "default", "dependent") is not None  # the collector's job
 
 

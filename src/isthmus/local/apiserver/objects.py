@@ -10,6 +10,7 @@ or after the store.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import uuid
@@ -41,7 +42,7 @@ from isthmus.local.apiserver.resources import ResourceRegistry, ResourceType
 from isthmus.local.apiserver.schema import Schema, SchemaCatalog
 from isthmus.local.apiserver.selectors import all_of, field_matcher, label_matcher
 from isthmus.local.apiserver.store import Store, Stored, Watcher, copy_object, storage_key
-from isthmus.local.apiserver.strategies import Strategies
+from isthmus.local.apiserver.strategies import NAMESPACE_FINALIZER, Strategies
 from isthmus.local.apiserver.validation import (
     CrdValidator,
     Decoder,
@@ -150,7 +151,7 @@ class Objects:
         self.by_uid: dict[str, tuple[tuple[str, str], str, str]] = {}
         self.dependents: dict[str, set[tuple[tuple[str, str], str, str]]] = {}
         self.gc_queue: list[str] = []  # uids whose dependents need collecting (owner gone or deleting)
-        self.on_gc_work: Callable[[], None] = lambda: None
+        self.gc_wakeup = asyncio.Event()
         for resource in store.resources():
             for stored in store.iter_objects(resource):
                 self._index(resource, stored.obj, None)
@@ -772,7 +773,26 @@ class Objects:
     def queue_gc(self, uid: str) -> None:
         """Ask the garbage collector to look at the dependents of `uid`."""
         self.gc_queue.append(uid)
-        self.on_gc_work()
+        self.gc_wakeup.set()
+
+    def queue_gc_later(self, uid: str, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.queue_gc, uid)
+
+    async def finalize_namespace(self, name: str) -> None:
+        """Finish a terminating namespace whose objects are all gone (the `kubernetes` finalizer's work)."""
+        current = self.store.get(("", "namespaces"), "", name)
+        if current is None or not current.obj["metadata"].get("deletionTimestamp"):
+            return
+        spec_finalizers = (current.obj.get("spec") or {}).get("finalizers") or []
+        if NAMESPACE_FINALIZER in spec_finalizers:
+            obj = copy_object(current.obj)
+            obj["spec"]["finalizers"] = [f for f in spec_finalizers if f != NAMESPACE_FINALIZER]
+            current = self.store.put(("", "namespaces"), obj)
+        if not current.obj["metadata"].get("finalizers") and not (current.obj.get("spec") or {}).get(
+            "finalizers"
+        ):
+            self._remove(("", "namespaces"), "", name)
+        await self.store.persisted()
 
     def dependents_of(self, uid: str) -> Iterable[tuple[tuple[str, str], str, str]]:
         return list(self.dependents.get(uid, ()))

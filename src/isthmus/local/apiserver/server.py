@@ -30,7 +30,7 @@ from isthmus.local.apiserver.auth import (
     UserInfo,
 )
 from isthmus.local.apiserver.config import ApiServerConfig
-from isthmus.local.apiserver.controllers import Controllers
+from isthmus.local.apiserver.controllers import ControllerContext, ControllerManager
 from isthmus.local.apiserver.discovery import Discovery
 from isthmus.local.apiserver.handlers import ApiHandlers
 from isthmus.local.apiserver.objects import Objects
@@ -73,8 +73,7 @@ class ApiServer:
         self.strategies = Strategies(self.store, config.service_cidr)
         self.admission = AdmissionChain()
         self.objects = Objects(self.store, self.registry, self.catalog, self.strategies, self.admission)
-        self.controllers = Controllers(self.objects, config)
-        self.controllers.register_existing_crds()
+        self.controllers = ControllerManager(ControllerContext(self.objects, config))
         admin_token = Path(config.admin_token_file).read_text().strip()
         self.auth = AuthChain(
             [StaticTokenAuthenticator({admin_token: ADMIN_USER})],
@@ -104,8 +103,9 @@ class ApiServer:
         return context
 
     async def start(self) -> None:
-        await self.controllers.start()
+        await self.controllers.prepare()
         self.store.start_history()
+        self.controllers.start()
         self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(

@@ -1,0 +1,40 @@
+"""Controllers that live inside the API server process (kube-apiserver's and kube-controller-manager's):
+each module is one controller; `ControllerManager` prepares them before serving and runs them afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from isthmus.local.apiserver.controllers.base import Controller, ControllerContext
+from isthmus.local.apiserver.controllers.bootstrap import Bootstrap
+from isthmus.local.apiserver.controllers.crds import CrdController
+from isthmus.local.apiserver.controllers.garbage import GarbageCollector
+from isthmus.local.apiserver.controllers.namespaces import NamespaceController
+
+__all__ = ["Controller", "ControllerContext", "ControllerManager"]
+
+
+class ControllerManager:
+    """The controllers of one API server, in the order they prepare."""
+
+    def __init__(self, ctx: ControllerContext, extra: list[type[Controller]] | None = None) -> None:
+        kinds: list[type[Controller]] = [CrdController, Bootstrap, NamespaceController, GarbageCollector]
+        self.controllers = [kind(ctx) for kind in [*kinds, *(extra or [])]]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def prepare(self) -> None:
+        for controller in self.controllers:
+            await controller.prepare()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(c.run(), name=c.name) for c in self.controllers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
