@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint unit e2e demo bench-api clean
+.PHONY: install test lint unit e2e demo bench-api bench-pods clean
 
 install: $(STAMP)
 
@@ -34,8 +34,10 @@ demo: install
 	scripts/demo.sh
 
 bench-api: install
-	@echo "(needs root: starts a local cluster)"
 	$(BIN)/python bench/bench_api.py
+
+bench-pods: install
+	$(BIN)/python bench/bench_pods.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -398,10 +398,14 @@ def test_stale_update_conflicts(api: httpx.Client) -> None:
 
 def test_status_subresource_ignores_spec(api: httpx.Client) -> None:
     """Writes to /status change only status (spec, labels and generation stay); writes to the object itself
-    ignore status."""
-    path = "/apis/apps/v1/namespaces/default/deployments/status-demo"
-    manifest = yaml.safe_load(DEPLOYMENT.replace("name: strict", "name: status-demo"))
-    created = api.post("/apis/apps/v1/namespaces/default/deployments", json=manifest)
+    ignore status. On a StatefulSet: no controller of the local cluster writes those (the Deployment controller
+    would race the test's writes)."""
+    path = "/apis/apps/v1/namespaces/default/statefulsets/status-demo"
+    manifest = yaml.safe_load(
+        DEPLOYMENT.replace("name: strict", "name: status-demo").replace("Deployment", "StatefulSet")
+    )
+    manifest["spec"]["serviceName"] = "status-demo"
+    created = api.post("/apis/apps/v1/namespaces/default/statefulsets", json=manifest)
     assert created.status_code == 201, created.text
     deployment = created.json()
     assert deployment["metadata"]["generation"] == 1

@@ -199,6 +199,7 @@ async def test_list_across_namespaces(client: AsyncClient) -> None:
     assert int(everywhere.resourceVersion) >= max(rv_of(cm) for cm in created)
 
     in_b = {name_of(cm) async for cm in client.list(ConfigMap, namespace="py-list-b")}
+    in_b.discard("kube-root-ca.crt")  # every namespace gets one soon after it is created, as on any cluster
     # a namespaced list stays in its namespace.
     assert in_b == {"two", "three", "other"}
 
@@ -247,12 +248,15 @@ async def test_watch_after_restart_410_then_lightkube_relists(
     client: AsyncClient, clusters: LocalClusters
 ) -> None:
     """After an API server restart an old resourceVersion is too old: 410, and lightkube's watch relists."""
+    suite: dict[str, Any] = {"suite": "py-relist"}
     await create_namespaces(client, "py-relist")
-    await client.create(config_map("r1", "py-relist", {"n": "1"}))
-    listing = client.list(ConfigMap, namespace="py-relist")
+    # (labelled: the namespace also gets its kube-root-ca.crt, in its own time)
+    await client.create(config_map("r1", "py-relist", {"n": "1"}, suite="py-relist"))
+    listing = client.list(ConfigMap, namespace="py-relist", labels=suite)
     assert [name_of(cm) async for cm in listing] == ["r1"]
     old_rv = listing.resourceVersion
-    await client.create(config_map("r2", "py-relist", {"n": "2"}))  # history moves past old_rv
+    # history moves past old_rv
+    await client.create(config_map("r2", "py-relist", {"n": "2"}, suite="py-relist"))
 
     # Restart cluster1's API server: its watch history starts fresh from the stored state.
     try:
@@ -260,13 +264,15 @@ async def test_watch_after_restart_410_then_lightkube_relists(
     finally:
         await asyncio.to_thread(clusters.cli, "start", "cluster1")
 
-    listed = {name_of(cm) async for cm in client.list(ConfigMap, namespace="py-relist")}
+    listed = {name_of(cm) async for cm in client.list(ConfigMap, namespace="py-relist", labels=suite)}
     # objects survive the restart (they are persisted), and the same client keeps working.
     assert listed == {"r1", "r2"}
 
     with pytest.raises(ApiError) as expired:
         async with asyncio.timeout(EVENT_TIMEOUT):
-            async for _ in client.watch(ConfigMap, namespace="py-relist", resource_version=old_rv):
+            async for _ in client.watch(
+                ConfigMap, namespace="py-relist", labels=suite, resource_version=old_rv
+            ):
                 pass
     # a watch from the pre-restart version ends with Kubernetes' 410 Expired, which lightkube raises.
     assert expired.value.status.code == 410 and expired.value.status.reason == "Expired"
@@ -279,11 +285,17 @@ async def test_watch_after_restart_410_then_lightkube_relists(
         return on_error_retry(error, count)
 
     events = watching(
-        client.watch(ConfigMap, namespace="py-relist", resource_version=old_rv, on_error=record_then_retry)
+        client.watch(
+            ConfigMap,
+            namespace="py-relist",
+            labels=suite,
+            resource_version=old_rv,
+            on_error=record_then_retry,
+        )
     )
     try:
         relisted = [await next_event(events), await next_event(events)]
-        await client.create(config_map("r3", "py-relist", {"n": "3"}))
+        await client.create(config_map("r3", "py-relist", {"n": "3"}, suite="py-relist"))
         live = await next_event(events)
     finally:
         await close(events)

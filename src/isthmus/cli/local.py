@@ -27,12 +27,20 @@ def up(
         str | None,
         typer.Option("--block", help="The /16 address block to use (default: a free 10.N.0.0/16)."),
     ] = None,
+    legacy_sa_tokens: Annotated[
+        bool | None,
+        typer.Option(
+            "--legacy-sa-tokens/--no-legacy-sa-tokens",
+            help="Give every ServiceAccount a token Secret listed in its .secrets[], as Kubernetes before 1.24 "
+            "did (default: on, or as the run last had it).",
+        ),
+    ] = None,
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """Start the local clusters of DIR (creating them on first use; objects persist across down/up)."""
     run = LocalRun(dir)
     try:
-        run.up(clusters, block)
+        run.up(clusters, block, legacy_sa_tokens)
     except (LocalClusterError, NetworkError, ValueError) as exc:
         raise _fail(exc) from None
     names = ", ".join(run.clusters())

@@ -3,7 +3,8 @@
 Contract: both are called on the server's event loop for every request and must not block. An authenticator
 returns None when the token is not one it knows (the next one is asked); the request is anonymous when none
 knows it. Authorizers answer ALLOW, DENY or NO_OPINION; the first non-NO_OPINION answer wins, and no answer
-at all is a denial.
+at all is a denial. As in kube-apiserver, the chain is the superuser group (system:masters) then RBAC
+(rbac.py), whose default roles grant what everyone may do (health, version, discovery, self reviews).
 """
 
 from __future__ import annotations
@@ -85,56 +86,6 @@ class SuperuserAuthorizer:
 
     def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
         if SYSTEM_MASTERS in attrs.user.groups:
-            return Decision.ALLOW, ""
-        return Decision.NO_OPINION, ""
-
-
-PUBLIC_PATHS = (
-    "/healthz",
-    "/livez",
-    "/readyz",
-    "/version",
-    "/openid/v1/jwks",
-    "/.well-known/openid-configuration",
-)
-
-
-class PublicInfoAuthorizer:
-    """Anyone, authenticated or not, may read health and version (Kubernetes' system:public-info-viewer)."""
-
-    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
-        if not attrs.is_resource_request and attrs.verb == "get" and attrs.path.startswith(PUBLIC_PATHS):
-            return Decision.ALLOW, ""
-        return Decision.NO_OPINION, ""
-
-
-class DiscoveryAuthorizer:
-    """Authenticated users may read discovery and OpenAPI documents (Kubernetes' system:discovery)."""
-
-    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
-        if (
-            not attrs.is_resource_request
-            and attrs.verb == "get"
-            and not attrs.user.anonymous
-            and attrs.path.startswith(("/api", "/openapi"))
-        ):
-            return Decision.ALLOW, ""
-        return Decision.NO_OPINION, ""
-
-
-SELF_REVIEWS = frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"})
-
-
-class BasicUserAuthorizer:
-    """Authenticated users may ask what they themselves may do (Kubernetes' system:basic-user role)."""
-
-    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
-        if (
-            attrs.verb == "create"
-            and attrs.resource in SELF_REVIEWS
-            and not attrs.user.anonymous
-            and attrs.api_group in ("authorization.k8s.io", "authentication.k8s.io")
-        ):
             return Decision.ALLOW, ""
         return Decision.NO_OPINION, ""
 

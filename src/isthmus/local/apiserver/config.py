@@ -29,13 +29,20 @@ class ApiServerConfig:
     max_request_bytes: int = 3 * 1024 * 1024  # kube-apiserver's limit for a request body
     watch_history: int = 10_000  # events kept per resource for watches resuming from a resourceVersion
     legacy_service_account_tokens: bool = True  # token Secrets listed in ServiceAccounts (as before 1.24)
-    namespace_cleanup_delay: float = (
-        1.0  # seconds between a namespace's deletion and the removal of its objects
-    )
+    service_account_key_file: str = ""  # RSA key signing service-account tokens; "" means state_dir/sa.key
+    # Seconds between a namespace's deletion and the removal of its objects.
+    namespace_cleanup_delay: float = 1.0
+    # The node process's API (logs, exec, port-forward) for pods on this cluster's node, and that node's name.
+    kubelet_socket: str = ""
+    node_name: str = ""
 
     @property
     def db_path(self) -> Path:
         return Path(self.state_dir) / "state.db"
+
+    @property
+    def service_account_key_path(self) -> Path:
+        return Path(self.service_account_key_file or Path(self.state_dir) / "sa.key")
 
     @property
     def kubernetes_service_ip(self) -> str:

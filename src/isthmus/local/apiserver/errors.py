@@ -173,12 +173,13 @@ def unsupported_media_type(content_type: str) -> StatusError:
 def forbidden(
     user: str, verb: str, resource: str, group: str, name: str, namespace: str, why: str = ""
 ) -> StatusError:
-    target = _qualified(resource, group)
+    base = resource.split("/", 1)[0]  # `pods "p" is forbidden: ... cannot get resource "pods/log"`
+    target = _qualified(base, group)
     subject = f'User "{user}" cannot {verb} resource "{resource}" in API group "{group}"'
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
     named = f'{target} "{name}" is forbidden: ' if name else f"{target} is forbidden: "
     message = named + subject + scope + (f": {why}" if why else "")
-    return StatusError(403, "Forbidden", message, name=name, group=group, kind=resource)
+    return StatusError(403, "Forbidden", message, name=name, group=group, kind=base)
 
 
 def unauthorized() -> StatusError:

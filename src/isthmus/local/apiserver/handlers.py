@@ -59,6 +59,8 @@ JSON = "application/json"
 
 # A handler for a subresource or virtual resource another module provides (exec, logs, token, reviews...).
 SubresourceHandler = Callable[[web.Request, "RequestInfo", UserInfo], Awaitable[web.StreamResponse]]
+# A handler for a GET of a non-resource path another module serves (the OIDC discovery documents).
+NonResourceHandler = Callable[[web.Request], web.StreamResponse]
 
 
 @dataclass
@@ -171,6 +173,7 @@ class ApiHandlers:
         self.bookmark_interval = bookmark_interval
         self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
         self.virtual_handlers: dict[tuple[str, str], SubresourceHandler] = {}
+        self.non_resource_handlers: dict[str, NonResourceHandler] = {}
         self.ready = False
 
     # -- entry point --------------------------------------------------------------------------------------
@@ -294,6 +297,9 @@ class ApiHandlers:
 
     def _non_resource(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
         head = parts[0] if parts else ""
+        extra = self.non_resource_handlers.get(request.path)
+        if extra is not None and request.method in ("GET", "HEAD"):
+            return extra(request)
         if head == "version":
             return json_response(self.version_info)
         if head in ("healthz", "livez"):
@@ -698,4 +704,12 @@ class ApiHandlers:
         return response
 
 
-__all__ = ["DELETED", "ApiHandlers", "RequestInfo", "SubresourceHandler", "go_bool", "parse_resource_path"]
+__all__ = [
+    "DELETED",
+    "ApiHandlers",
+    "NonResourceHandler",
+    "RequestInfo",
+    "SubresourceHandler",
+    "go_bool",
+    "parse_resource_path",
+]

@@ -16,6 +16,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from isthmus.local.apiserver import apply as ssa
 from isthmus.local.apiserver import patch as patches
 from isthmus.local.apiserver.admission import AdmissionChain, AdmissionRequest
 from isthmus.local.apiserver.auth import UserInfo
-from isthmus.local.apiserver.clock import timestamp
+from isthmus.local.apiserver.clock import now, timestamp
 from isthmus.local.apiserver.errors import (
     STALE_WRITE,
     Cause,
@@ -676,17 +677,28 @@ class Objects:
         finalizers = list(old_meta.get("finalizers") or [])
         if policy == "Foreground" and self.dependents.get(uid) and FOREGROUND_FINALIZER not in finalizers:
             finalizers.append(FOREGROUND_FINALIZER)
-        graceful = t.rt.key == ("", "namespaces")
-        if finalizers or graceful:
-            if old_meta.get("deletionTimestamp") and finalizers == list(old_meta.get("finalizers") or []):
+        namespace_kind = t.rt.key == ("", "namespaces")
+        strategy = self.strategies.get(t.rt.group, t.rt.plural, t.rt.is_custom)
+        grace = strategy.deletion_grace(current.obj, options)  # pods on a node: the kubelet stops them first
+        if finalizers or namespace_kind or grace:
+            previous_grace = old_meta.get("deletionGracePeriodSeconds")
+            shorter = grace is not None and previous_grace is not None and grace < previous_grace
+            if (
+                old_meta.get("deletionTimestamp")
+                and finalizers == list(old_meta.get("finalizers") or [])
+                and not shorter
+            ):
                 return WriteResult(self.present_obj(t, current.obj), 200)
             obj = copy_object(current.obj)
             meta = obj["metadata"]
+            if grace is not None and (shorter or not meta.get("deletionTimestamp")):
+                meta["deletionTimestamp"] = timestamp(now() + timedelta(seconds=grace))
+                meta["deletionGracePeriodSeconds"] = grace
             meta.setdefault("deletionTimestamp", timestamp())
             meta.setdefault("deletionGracePeriodSeconds", 0)
             if finalizers:
                 meta["finalizers"] = finalizers
-            if graceful:
+            if namespace_kind:
                 obj.setdefault("status", {})["phase"] = "Terminating"
             stored = self.store.put(t.rt.key, obj)
             self._index(t.rt.key, stored.obj, current.obj)

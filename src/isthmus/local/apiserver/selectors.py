@@ -163,6 +163,24 @@ def selector_from_label_selector(spec: Mapping[str, Any] | None) -> Callable[[Ma
     return lambda labels: all(r.matches(labels) for r in reqs)
 
 
+def label_selector_string(spec: Mapping[str, Any] | None) -> str:
+    """`metav1.LabelSelectorAsSelector(spec).String()`: requirements sorted by key, `k=v`, `k in (a,b)`..."""
+    requirements: list[tuple[str, str]] = []
+    for key, value in ((spec or {}).get("matchLabels") or {}).items():
+        requirements.append((key, f"{key}={value}"))
+    words = {"In": "in", "NotIn": "notin"}
+    for expr in (spec or {}).get("matchExpressions") or []:
+        key, op = str(expr.get("key", "")), expr.get("operator")
+        if op in words:
+            values = ",".join(sorted(str(v) for v in expr.get("values") or ()))
+            requirements.append((key, f"{key} {words[op]} ({values})"))
+        elif op == "Exists":
+            requirements.append((key, key))
+        elif op == "DoesNotExist":
+            requirements.append((key, f"!{key}"))
+    return ",".join(text for _, text in sorted(requirements, key=lambda r: r[0]))
+
+
 # Field selectors each kind supports beyond metadata.name and metadata.namespace (kube-apiserver's lists).
 FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset(

@@ -22,24 +22,27 @@ from isthmus.local.apiserver.auth import (
     AUTHENTICATED,
     SYSTEM_MASTERS,
     AuthChain,
-    BasicUserAuthorizer,
-    DiscoveryAuthorizer,
-    PublicInfoAuthorizer,
     StaticTokenAuthenticator,
     SuperuserAuthorizer,
     UserInfo,
 )
+from isthmus.local.apiserver.binding import Bindings
 from isthmus.local.apiserver.config import ApiServerConfig
 from isthmus.local.apiserver.controllers import ControllerContext, ControllerManager
 from isthmus.local.apiserver.discovery import Discovery
 from isthmus.local.apiserver.handlers import ApiHandlers
+from isthmus.local.apiserver.identity import Identity
 from isthmus.local.apiserver.objects import Objects
 from isthmus.local.apiserver.openapi import OpenApi
+from isthmus.local.apiserver.podproxy import PodProxy
+from isthmus.local.apiserver.rbac import RbacAuthorizer
 from isthmus.local.apiserver.resources import ResourceRegistry
 from isthmus.local.apiserver.reviews import AccessReviews
+from isthmus.local.apiserver.scale import ScaleSubresource
 from isthmus.local.apiserver.schema import SchemaCatalog
 from isthmus.local.apiserver.store import Store
 from isthmus.local.apiserver.strategies import Strategies
+from isthmus.local.apiserver.tokens import ServiceAccountTokens, load_signing_key
 
 log = logging.getLogger("isthmus.apiserver")
 
@@ -75,9 +78,13 @@ class ApiServer:
         self.objects = Objects(self.store, self.registry, self.catalog, self.strategies, self.admission)
         self.controllers = ControllerManager(ControllerContext(self.objects, config))
         admin_token = Path(config.admin_token_file).read_text().strip()
+        self.tokens = ServiceAccountTokens(
+            load_signing_key(config.service_account_key_path), self._core_object
+        )
+        self.rbac = RbacAuthorizer(self.store)
         self.auth = AuthChain(
-            [StaticTokenAuthenticator({admin_token: ADMIN_USER})],
-            [SuperuserAuthorizer(), PublicInfoAuthorizer(), DiscoveryAuthorizer(), BasicUserAuthorizer()],
+            [StaticTokenAuthenticator({admin_token: ADMIN_USER}), self.tokens],
+            [SuperuserAuthorizer(), self.rbac],
         )
         address = f"{config.advertise_host}:{config.listen_port}"
         self.handlers = ApiHandlers(
@@ -88,7 +95,16 @@ class ApiServer:
             version_info(config.kubernetes_minor),
         )
         AccessReviews(self.auth).install(self.handlers)
+        ScaleSubresource(self.objects).install(self.handlers)
+        Bindings(self.objects).install(self.handlers)
+        PodProxy(self.objects, config).install(self.handlers)
+        jwks_uri = f"https://{address}/openid/v1/jwks"
+        Identity(self.auth, self.tokens, self.rbac, self.objects, jwks_uri).install(self.handlers)
         self._runner: web.AppRunner | None = None
+
+    def _core_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        stored = self.store.get(("", plural), namespace, name)
+        return stored.obj if stored is not None else None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)

@@ -110,6 +110,10 @@ class Strategy:
     def deleted(self, obj: JsonObject) -> None:
         """Called after the object left storage."""
 
+    def deletion_grace(self, obj: JsonObject, options: JsonObject) -> int | None:
+        """Seconds a DELETE leaves the object in place for an orderly stop (pods on a node); None: delete now."""
+        return None
+
 
 class GenerationStrategy(Strategy):
     tracks_generation = True
@@ -177,6 +181,16 @@ class PodStrategy(Strategy):
     def prepare_update(self, obj: JsonObject, old: JsonObject) -> list[Cause]:
         default_pod_spec(obj.setdefault("spec", {}))
         return []
+
+    def deletion_grace(self, obj: JsonObject, options: JsonObject) -> int | None:
+        """A pod bound to a node is stopped by its kubelet, which then deletes it; others go at once."""
+        spec = obj.get("spec", {})
+        if not spec.get("nodeName") or obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        grace = options.get("gracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        return max(0, int(grace)) or None
 
 
 class WorkloadStrategy(GenerationStrategy):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import ipaddress
@@ -31,10 +32,20 @@ import yaml
 
 from isthmus.local.apiserver.config import ApiServerConfig
 from isthmus.local.cluster import network, pki
+from isthmus.local.node.config import NodeConfig
 
 DEFAULT_DIR = Path.home() / ".isthmus" / "local"
+APISERVER = "apiserver"
+NODE = "node"
+# process kind -> (module run with `python -m`, its config file in the cluster folder)
+PROCESSES = {
+    APISERVER: ("isthmus.local.apiserver.server", "config.json"),
+    NODE: ("isthmus.local.node.main", "node.json"),
+}
+RUNS = network.LOCK_DIR / "runs"  # one file per run that is up: its state folder (pods must not see them)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+NODE_STOP_TIMEOUT = 45.0  # pods get their grace period (30 s by default) when the node stops
 
 
 class LocalClusterError(RuntimeError):
@@ -91,20 +102,24 @@ class LocalRun:
     def _cluster_dir(self, cluster: str) -> Path:
         return self.folder / cluster
 
-    def _config_path(self, cluster: str) -> Path:
-        return self._cluster_dir(cluster) / "config.json"
+    def _config_path(self, cluster: str, process: str = APISERVER) -> Path:
+        return self._cluster_dir(cluster) / PROCESSES[process][1]
 
-    def _pid(self, cluster: str) -> int | None:
-        pid_file = self._cluster_dir(cluster) / "apiserver.pid"
+    def _pid(self, cluster: str, process: str = APISERVER) -> int | None:
+        pid_file = self._cluster_dir(cluster) / f"{process}.pid"
         try:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid, str(self._config_path(cluster))) else None
+        return pid if _pid_alive(pid, str(self._config_path(cluster, process))) else None
 
     # -- up / down ----------------------------------------------------------------------------------------
 
-    def up(self, clusters: int | None = None, block: str | None = None) -> None:
+    def up(
+        self, clusters: int | None = None, block: str | None = None, legacy_sa_tokens: bool | None = None
+    ) -> None:
+        """Start the run. `legacy_sa_tokens` switches token Secrets for ServiceAccounts on or off (None: as
+        the run had it, on at first); a running API server is restarted when it changes."""
         _require_root()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
@@ -119,6 +134,8 @@ class LocalRun:
                 "`isthmus local down --purge` first to start over with fewer"
             )
         names += [f"cluster{i}" for i in range(len(names) + 1, wanted + 1)]
+        legacy_before = state.get("legacy_sa_tokens", True) is not False
+        legacy = legacy_before if legacy_sa_tokens is None else legacy_sa_tokens
         with network.host_lock("network"):
             if block:
                 chosen = ipaddress.IPv4Network(block)
@@ -148,7 +165,8 @@ class LocalRun:
             plan = network.AddressPlan(chosen)
             self.state_file.write_bytes(
                 orjson.dumps(
-                    {"id": self.run_id, "block": str(chosen), "clusters": names}, option=orjson.OPT_INDENT_2
+                    {"id": self.run_id, "block": str(chosen), "clusters": names, "legacy_sa_tokens": legacy},
+                    option=orjson.OPT_INDENT_2,
                 )
             )
             fabric = network.Fabric(self.run_id, plan)
@@ -158,14 +176,25 @@ class LocalRun:
             {network.api_hostname(n, self.run_id): plan.api_address(i) for i, n in enumerate(names, 1)},
         )
         ca_cert, ca_key = pki.ensure_ca(self.folder, f"isthmus-local-{self.run_id}")
+        RUNS.mkdir(parents=True, exist_ok=True)
+        (RUNS / self.run_id).write_text(str(self.folder))
         for index, name in enumerate(names, 1):
             self._prepare_cluster(name, index, plan, ca_cert, ca_key)
         self._write_kubeconfig(names, ca_cert)
+        for index, name in enumerate(names, 1):
+            self._prepare_node(name, index, plan, names)
         for name in names:
+            if legacy != legacy_before:
+                self._stop_process(name)  # its config changed
             if self._pid(name) is None:
                 self._spawn(name)
         for name in names:
             self._wait_ready(name)
+        for name in names:
+            if self._pid(name, NODE) is None:
+                self._spawn(name, NODE)
+        for name in names:
+            self._wait_node(name)
 
     def _prepare_cluster(
         self, name: str, index: int, plan: network.AddressPlan, ca_cert: Path, ca_key: Path
@@ -191,6 +220,8 @@ class LocalRun:
             cert_file=str(folder / "serving.crt"),
             key_file=str(folder / "serving.key"),
             ca_file=str(ca_cert),
+            legacy_service_account_tokens=(self._state() or {}).get("legacy_sa_tokens", True) is not False,
+            service_account_key_file=str(pki.ensure_service_account_key(folder)),
         )
         dns_names = [
             hostname,
@@ -246,11 +277,75 @@ class LocalRun:
         with os.fdopen(fd, "w") as out:
             yaml.safe_dump(document, out, sort_keys=False)
 
-    def _spawn(self, name: str) -> None:
+    def _prepare_node(self, name: str, index: int, plan: network.AddressPlan, names: list[str]) -> None:
         folder = self._cluster_dir(name)
-        log = open(folder / "apiserver.log", "ab")  # noqa: SIM115 (the child keeps it)
+        api = ApiServerConfig.load(self._config_path(name))
+        kubeconfig = folder / "node.kubeconfig"
+        whole = yaml.safe_load(self.kubeconfig.read_text())
+        mine = {
+            **whole,
+            "clusters": [c for c in whole["clusters"] if c["name"] == name],
+            "users": [u for u in whole["users"] if u["name"] == name],
+            "contexts": [c for c in whole["contexts"] if c["name"] == name],
+            "current-context": name,
+        }
+        fd = os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            yaml.safe_dump(mine, out, sort_keys=False)
+        node_name = f"{name}-node"
+        runs = (
+            sorted({p.read_text().strip() for p in RUNS.iterdir()} | {str(self.folder)})
+            if RUNS.exists()
+            else [str(self.folder)]
+        )
+        NodeConfig(
+            cluster=name,
+            cluster_index=index,
+            node_name=node_name,
+            run_id=self.run_id,
+            state_dir=str(folder),
+            kubeconfig=str(kubeconfig),
+            fabric_namespace=network.Fabric(self.run_id, plan).namespace,
+            host_address=plan.host_address,
+            pod_cidr=plan.pod_cidr(index),
+            service_cidr=plan.service_cidr(index),
+            dns_address=plan.dns_address(index),
+            dns_service_ip=str(ipaddress.IPv4Network(plan.service_cidr(index)).network_address + 10),
+            api_hostnames={
+                network.api_hostname(n, self.run_id): plan.api_address(i) for i, n in enumerate(names, 1)
+            },
+            region="local",
+            zone=f"local-{name}",
+            hidden_paths=runs,
+            kubelet_socket=str(folder / "kubelet.sock"),
+        ).save(self._config_path(name, NODE))
+        api_config = dataclasses.replace(
+            api, kubelet_socket=str(folder / "kubelet.sock"), node_name=node_name
+        )
+        api_config.save(self._config_path(name))
+
+    def _wait_node(self, name: str) -> None:
+        """The node process is up once its Unix socket answers."""
+        socket_path = self._cluster_dir(name) / "kubelet.sock"
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._pid(name, NODE) is None:
+                raise LocalClusterError(
+                    f"the node process of {name} exited at start: see {self._cluster_dir(name) / 'node.log'}"
+                )
+            if _socket_answers(socket_path):
+                return
+            time.sleep(0.1)
+        raise LocalClusterError(
+            f"the node process of {name} was not ready within {START_TIMEOUT:.0f} s: see "
+            f"{self._cluster_dir(name) / 'node.log'}"
+        )
+
+    def _spawn(self, name: str, kind: str = APISERVER) -> None:
+        folder = self._cluster_dir(name)
+        log = open(folder / f"{kind}.log", "ab")  # noqa: SIM115 (the child keeps it)
         process = subprocess.Popen(
-            [sys.executable, "-m", "isthmus.local.apiserver.server", str(self._config_path(name))],
+            [sys.executable, "-m", PROCESSES[kind][0], str(self._config_path(name, kind))],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -259,7 +354,7 @@ class LocalRun:
             cwd=folder,
         )
         log.close()
-        (folder / "apiserver.pid").write_text(f"{process.pid}\n")
+        (folder / f"{kind}.pid").write_text(f"{process.pid}\n")
 
     def _wait_ready(self, name: str) -> None:
         config = ApiServerConfig.load(self._config_path(name))
@@ -283,7 +378,12 @@ class LocalRun:
         _require_root()
         names = self.clusters()
         for name in names:
+            self._stop_process(name, NODE, NODE_STOP_TIMEOUT)
+        for name in names:
             self._stop_process(name)
+        for ns in network.run_namespaces(self.run_id):  # pods a crashed node process left behind
+            network.remove_namespace(ns)
+        (RUNS / self.run_id).unlink(missing_ok=True)
         state = self._state()
         if state and isinstance(state.get("block"), str):
             with network.host_lock("network"):
@@ -315,20 +415,20 @@ class LocalRun:
             self._spawn(name)
         self._wait_ready(name)
 
-    def _stop_process(self, name: str) -> None:
-        pid = self._pid(name)
+    def _stop_process(self, name: str, kind: str = APISERVER, timeout: float = STOP_TIMEOUT) -> None:
+        pid = self._pid(name, kind)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self._pid(name) is not None and time.monotonic() < deadline:
+            deadline = time.monotonic() + timeout
+            while self._pid(name, kind) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if self._pid(name) is not None:
+            if self._pid(name, kind) is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                while self._pid(name) is not None:
+                while self._pid(name, kind) is not None:
                     time.sleep(0.05)
-        (self._cluster_dir(name) / "apiserver.pid").unlink(missing_ok=True)
+        (self._cluster_dir(name) / f"{kind}.pid").unlink(missing_ok=True)
 
     def status(self) -> list[ClusterStatus]:
         out = []
@@ -356,6 +456,21 @@ def _ready(host: str, port: int, context: ssl.SSLContext) -> bool:
         return False
     finally:
         connection.close()
+
+
+def _socket_answers(path: Path) -> bool:
+    import socket
+
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(2)
+        try:
+            client.connect(str(path))
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n")
+            return client.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
 
 
 def _require_root() -> None:

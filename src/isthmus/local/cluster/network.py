@@ -3,8 +3,10 @@ for the run's address block, and the /etc/hosts names of the API servers.
 
 Address plan of one run (one state folder), inside a /16 block `10.N.0.0/16` the host does not use:
 - `10.N.0.1`: the host's end of its link into the fabric; `10.N.0.2`: the fabric's end.
-- `10.N.0.(10+i)`: cluster i's API server, on the host's end of the link (so pods reach it too).
-- `10.N.(16*i).0/20`: cluster i's pod CIDR; `10.N.(224+i).0/24`: cluster i's service CIDR.
+- `10.N.0.(10+i)`: cluster i's API server, on the host's end of the link (so pods reach it too);
+  `10.N.0.(30+i)`: cluster i's DNS server, likewise.
+- `10.N.(16*i).0/20`: cluster i's pod CIDR (4,094 pods); `10.N.(168+8*i).0/21`: its service CIDR (2,046
+  Services), for up to 10 clusters.
 The host routes the whole block into the fabric and nothing else; the fabric has no default route, so no pod or
 service address can leave the machine. Every name, interface and namespace carries the run id, so several runs
 coexist; `destroy` removes all of it and is safe to call on a half-made or already-removed fabric.
@@ -16,6 +18,7 @@ import contextlib
 import fcntl
 import ipaddress
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from pathlib import Path
 
 HOSTS_FILE = Path("/etc/hosts")
 LOCK_DIR = Path("/run/isthmus")
-MAX_CLUSTERS = 14
+MAX_CLUSTERS = 10
 API_PORT = 6443
 DOMAIN = "isthmus.internal"
 
@@ -72,11 +75,15 @@ class AddressPlan:
     def api_address(self, index: int) -> str:
         return self._at(0, 10 + index)
 
+    def dns_address(self, index: int) -> str:
+        """Where cluster i's DNS server listens (its kube-dns Service's endpoint)."""
+        return self._at(0, 30 + index)
+
     def pod_cidr(self, index: int) -> str:
         return f"{self._at(16 * index, 0)}/20"
 
     def service_cidr(self, index: int) -> str:
-        return f"{self._at(224 + index, 0)}/24"
+        return f"{self._at(168 + 8 * index, 0)}/21"
 
 
 def api_hostname(cluster: str, run_id: str) -> str:
@@ -178,7 +185,9 @@ class Fabric:
                 self.namespace,
             )
         run("sysctl", "-qw", f"net.ipv6.conf.{self.host_link}.disable_ipv6=1", check=False)
-        wanted = [plan.host_address] + [plan.api_address(i) for i in range(1, clusters + 1)]
+        wanted = [plan.host_address]
+        for i in range(1, clusters + 1):
+            wanted += [plan.api_address(i), plan.dns_address(i)]
         have = self._addresses()
         for address in wanted:
             if address not in have:
@@ -234,6 +243,24 @@ class Fabric:
         run("ip", "link", "del", self.host_link, check=False)
         if self.exists():
             run("ip", "netns", "del", self.namespace)
+
+
+def run_namespaces(run_id: str) -> list[str]:
+    """The pod namespaces of a run (everything named after it but its fabric)."""
+    prefix = f"isthmus-{run_id}-"
+    try:
+        names = [entry.name for entry in Path("/run/netns").iterdir()]
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix) and n != f"{prefix}fabric")
+
+
+def remove_namespace(name: str) -> None:
+    """Kill what runs in a network namespace, then remove it."""
+    for pid in run("ip", "netns", "pids", name, check=False).split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+    run("ip", "netns", "del", name, check=False)
 
 
 # -- /etc/hosts --------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Certificates of a local cluster run: one CA per state folder, one serving certificate per API server.
+"""Certificates of a local cluster run: one CA per state folder, one serving certificate per API server, and
+each API server's service-account signing key.
 
-Keys are ECDSA P-256; the CA lives 10 years, serving certificates 1 year and are re-issued when their names
-or addresses change (the fabric block may move between runs).
+Certificate keys are ECDSA P-256; the CA lives 10 years, serving certificates 1 year and are re-issued when
+their names or addresses change (the fabric block may move between runs). The service-account key is RSA 2048
+(see `isthmus.local.apiserver.tokens` for why) and is kept for the life of the cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from isthmus.local.apiserver.tokens import ensure_signing_key
 
 CA_DAYS = 3650
 SERVING_DAYS = 365
@@ -120,3 +124,8 @@ def ensure_serving_cert(
     _write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def ensure_service_account_key(folder: Path) -> Path:
+    """The cluster's service-account token signing key, `sa.key` (RSA 2048, PKCS#8 PEM), made on first use."""
+    return ensure_signing_key(folder / "sa.key")

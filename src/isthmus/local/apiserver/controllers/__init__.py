@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from isthmus.local.apiserver.controllers.base import Controller, ControllerContext
+from isthmus.local.apiserver.controllers.base import Controller, ControllerContext, SharedWorkers
 from isthmus.local.apiserver.controllers.bootstrap import Bootstrap
 from isthmus.local.apiserver.controllers.crds import CrdController
+from isthmus.local.apiserver.controllers.deployments import DeploymentController
+from isthmus.local.apiserver.controllers.endpoints import EndpointsController
+from isthmus.local.apiserver.controllers.endpointslices import EndpointSliceController
 from isthmus.local.apiserver.controllers.garbage import GarbageCollector
+from isthmus.local.apiserver.controllers.mirroring import EndpointSliceMirroringController
 from isthmus.local.apiserver.controllers.namespaces import NamespaceController
+from isthmus.local.apiserver.controllers.rbac import ClusterRoleAggregation, RbacBootstrap
+from isthmus.local.apiserver.controllers.replicasets import ReplicaSetController
+from isthmus.local.apiserver.controllers.scheduler import Scheduler
+from isthmus.local.apiserver.controllers.serviceaccounts import NamespaceDefaults, TokenSecrets
 
 __all__ = ["Controller", "ControllerContext", "ControllerManager"]
 
@@ -19,7 +27,23 @@ class ControllerManager:
     """The controllers of one API server, in the order they prepare."""
 
     def __init__(self, ctx: ControllerContext, extra: list[type[Controller]] | None = None) -> None:
-        kinds: list[type[Controller]] = [CrdController, Bootstrap, NamespaceController, GarbageCollector]
+        kinds: list[type[Controller]] = [
+            SharedWorkers,  # the informers and the Event writer the controllers below share
+            CrdController,
+            Bootstrap,
+            NamespaceController,
+            GarbageCollector,
+            RbacBootstrap,
+            ClusterRoleAggregation,
+            NamespaceDefaults,
+            TokenSecrets,
+            DeploymentController,
+            ReplicaSetController,
+            Scheduler,
+            EndpointsController,
+            EndpointSliceController,
+            EndpointSliceMirroringController,
+        ]
         self.controllers = [kind(ctx) for kind in [*kinds, *(extra or [])]]
         self._tasks: list[asyncio.Task[None]] = []
 

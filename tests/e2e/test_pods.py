@@ -1,0 +1,389 @@
+"""Pods that really run on one flat network across two local clusters: Istio's samples unchanged, ClusterIPs,
+DNS, cross-cluster pod IPs, the API server stopped under running pods, the generic image, exec and logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from localkit import Kubectl, LocalClusters
+
+SAMPLES = Path(__file__).parent / "fixtures" / "istio-samples"
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def rollout(kubectl: Kubectl, deployment: str, namespace: str, context: str) -> None:
+    kubectl(
+        "rollout", "status", f"deployment/{deployment}", "-n", namespace, "--timeout=90s", context=context
+    )
+
+
+def pod_ip(kubectl: Kubectl, selector: str, namespace: str, context: str) -> str:
+    ip = kubectl(
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+        context=context,
+    )
+    assert ip, f"no pod IP for {selector} in {context}"
+    return ip
+
+
+def pod_name(kubectl: Kubectl, selector: str, namespace: str, context: str) -> str:
+    return kubectl(
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+        context=context,
+    )
+
+
+def curl_from(
+    kubectl: Kubectl, pod: str, namespace: str, context: str, url: str, timeout: int = 5
+) -> tuple[int, str]:
+    result = kubectl.run(
+        "exec",
+        pod,
+        "-n",
+        namespace,
+        "-c",
+        "sleep",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        str(timeout),
+        url,
+        context=context,
+        check=False,
+        timeout=timeout + 30,
+    )
+    return result.code, result.out + result.err
+
+
+@pytest.fixture(scope="module")
+def samples(kubectl: Kubectl) -> None:
+    """The seed's layout: helloworld v1 in cluster1, v2 in cluster2, the Service and sleep in both."""
+    for context in ("cluster1", "cluster2"):
+        kubectl("create", "namespace", "sample", context=context)
+        kubectl(
+            "apply",
+            "-n",
+            "sample",
+            "-f",
+            str(SAMPLES / "helloworld.yaml"),
+            "-l",
+            "service=helloworld",
+            context=context,
+        )
+        kubectl("apply", "-n", "sample", "-f", str(SAMPLES / "sleep.yaml"), context=context)
+    kubectl(
+        "apply",
+        "-n",
+        "sample",
+        "-f",
+        str(SAMPLES / "helloworld.yaml"),
+        "-l",
+        "version=v1",
+        context="cluster1",
+    )
+    kubectl(
+        "apply",
+        "-n",
+        "sample",
+        "-f",
+        str(SAMPLES / "helloworld.yaml"),
+        "-l",
+        "version=v2",
+        context="cluster2",
+    )
+    rollout(kubectl, "helloworld-v1", "sample", "cluster1")
+    rollout(kubectl, "helloworld-v2", "sample", "cluster2")
+    for context in ("cluster1", "cluster2"):
+        rollout(kubectl, "sleep", "sample", context)
+
+
+def test_samples_answer_through_cluster_ips_and_dns(kubectl: Kubectl, samples: None) -> None:
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+    code, out = curl_from(kubectl, sleep, "sample", "cluster2", "http://helloworld.sample:5000/hello")
+    assert code == 0 and out.startswith("Hello version: v2, instance: helloworld-v2-"), out
+    code, out = curl_from(kubectl, sleep, "sample", "cluster2", "http://helloworld:5000/hello")
+    assert code == 0 and "Hello version: v2" in out, "the short name resolves through the search list"
+
+
+def test_pod_ips_are_routable_across_clusters(kubectl: Kubectl, samples: None) -> None:
+    v1 = pod_ip(kubectl, "app=helloworld", "sample", "cluster1")
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+    code, out = curl_from(kubectl, sleep, "sample", "cluster2", f"http://{v1}:5000/hello")
+    assert code == 0 and "Hello version: v1" in out, out
+    sleep_ip = pod_ip(kubectl, "app=sleep", "sample", "cluster2")
+    logs = kubectl("logs", "-n", "sample", "deploy/helloworld-v1", context="cluster1")
+    assert f"{sleep_ip} - " in logs, "the server sees the client pod's own address (no translation)"
+
+
+def test_the_host_reaches_pod_ips(kubectl: Kubectl, samples: None) -> None:
+    v1 = pod_ip(kubectl, "app=helloworld", "sample", "cluster1")
+    out = subprocess.run(
+        ["curl", "-sS", "-m", "5", f"http://{v1}:5000/hello"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("Hello version: v1")
+
+
+def test_another_clusters_cluster_ip_is_not_translated(kubectl: Kubectl, samples: None) -> None:
+    cluster_ip = kubectl(
+        "get", "svc", "helloworld", "-n", "sample", "-o", "jsonpath={.spec.clusterIP}", context="cluster1"
+    )
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+    code, out = curl_from(kubectl, sleep, "sample", "cluster2", f"http://{cluster_ip}:5000/hello", timeout=3)
+    assert code != 0, f"cluster2's pods must not use cluster1's ClusterIPs, got: {out}"
+
+
+def test_pods_keep_serving_while_their_api_server_is_stopped(
+    kubectl: Kubectl, clusters: LocalClusters, samples: None
+) -> None:
+    v1 = pod_ip(kubectl, "app=helloworld", "sample", "cluster1")
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+    clusters.cli("stop", "cluster1")
+    try:
+        code, out = curl_from(kubectl, sleep, "sample", "cluster2", f"http://{v1}:5000/hello")
+        assert code == 0 and "Hello version: v1" in out, out
+    finally:
+        clusters.cli("start", "cluster1")
+    assert pod_ip(kubectl, "app=helloworld", "sample", "cluster1") == v1
+    kubectl("get", "pods", "-n", "sample", context="cluster1")
+
+
+def test_generic_image_runs_a_users_program(kubectl: Kubectl, samples: None) -> None:
+    program = Path(__file__).parent / "fixtures" / "echo_server.py"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "echo", "namespace": "sample", "labels": {"app": "echo"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "echo",
+                            "image": "isthmus.dev/host",
+                            "command": ["python3", str(program), "7000"],
+                            "ports": [{"containerPort": 7000}],
+                            "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1},
+                        }
+                    ]
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "echo", "namespace": "sample"},
+                "spec": {
+                    "selector": {"app": "echo"},
+                    "ports": [{"port": 80, "targetPort": 7000, "name": "http"}],
+                },
+            },
+        ],
+    }
+    documents = yaml.safe_dump_all(manifest["items"])
+    kubectl("apply", "-f", "-", stdin=documents, context="cluster1")
+    kubectl("wait", "--for=condition=Ready", "pod/echo", "-n", "sample", "--timeout=60s", context="cluster1")
+    sleep1 = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    code, out = curl_from(kubectl, sleep1, "sample", "cluster1", "http://echo.sample/")
+    assert code == 0 and out.startswith("echo from echo to "), out
+    echo_ip = pod_ip(kubectl, "app=echo", "sample", "cluster1")
+    sleep2 = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+    code, out = curl_from(kubectl, sleep2, "sample", "cluster2", f"http://{echo_ip}:7000/")
+    assert code == 0 and "echo from echo" in out, out
+    code, _ = curl_from(kubectl, sleep2, "sample", "cluster2", "http://echo.sample/", timeout=3)
+    assert code != 0, "cluster2 has no echo Service: its name does not resolve there"
+
+
+def test_unknown_image_stays_pending_with_err_image_pull(kubectl: Kubectl) -> None:
+    kubectl("run", "nope", "--image=example.com/does-not-exist:1", "-n", "default", context="cluster1")
+
+    def pulled_error() -> bool:
+        pod = json.loads(kubectl("get", "pod", "nope", "-n", "default", "-o", "json", context="cluster1"))
+        states = [
+            c.get("state", {}).get("waiting", {}) for c in pod.get("status", {}).get("containerStatuses", [])
+        ]
+        return any(s.get("reason") in ("ErrImagePull", "ImagePullBackOff") for s in states)
+
+    wait_for("ErrImagePull", pulled_error, 30)
+    pod = json.loads(kubectl("get", "pod", "nope", "-n", "default", "-o", "json", context="cluster1"))
+    assert pod["status"]["phase"] == "Pending"
+    waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert "example.com/does-not-exist:1" in waiting["message"]
+    events = kubectl(
+        "get", "events", "-n", "default", "--field-selector", "involvedObject.name=nope", context="cluster1"
+    )
+    assert "example.com/does-not-exist:1" in events
+    kubectl("delete", "pod", "nope", "-n", "default", context="cluster1")
+
+
+def test_exec_and_logs(kubectl: Kubectl, samples: None) -> None:
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    result = kubectl.run(
+        "exec",
+        sleep,
+        "-n",
+        "sample",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+        context="cluster1",
+        check=False,
+    )
+    assert result.code == 3 and result.out == "out\n" and "err" in result.err
+    assert "command terminated with exit code 3" in result.err
+    hostname = kubectl("exec", sleep, "-n", "sample", "--", "hostname", context="cluster1").strip()
+    assert hostname == sleep
+    piped = kubectl.run(
+        "exec", "-i", sleep, "-n", "sample", "--", "cat", context="cluster1", stdin="from stdin\n"
+    )
+    assert piped.out == "from stdin\n"
+    logs = kubectl("logs", "-n", "sample", "deploy/helloworld-v1", "--tail", "1", context="cluster1")
+    assert len(logs.strip().splitlines()) == 1
+    stamped = kubectl("logs", "-n", "sample", "deploy/helloworld-v1", "--timestamps", context="cluster1")
+    assert stamped.splitlines()[0][:4].isdigit() and "Z " in stamped.splitlines()[0]
+
+
+def test_secret_volume_follows_its_secret(kubectl: Kubectl, samples: None) -> None:
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        "sleep-secret",
+        "-n",
+        "sample",
+        "--from-literal",
+        "key=one",
+        context="cluster2",
+    )
+    kubectl("rollout", "restart", "deployment/sleep", "-n", "sample", context="cluster2")
+    rollout(kubectl, "sleep", "sample", "cluster2")
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster2")
+
+    def content() -> str:
+        return kubectl.run(
+            "exec", sleep, "-n", "sample", "--", "cat", "/etc/sleep/tls/key", context="cluster2", check=False
+        ).out
+
+    wait_for("the secret mounted", lambda: content() == "one", 30)
+    kubectl(
+        "patch",
+        "secret",
+        "sleep-secret",
+        "-n",
+        "sample",
+        "--type=merge",
+        "-p",
+        '{"stringData":{"key":"two"}}',
+        context="cluster2",
+    )
+    wait_for("the secret update in the running pod", lambda: content() == "two", 30)
+
+
+def test_uid_1337_runs_installed_programs(kubectl: Kubectl) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "as-1337", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
+            "containers": [
+                {"name": "isthmus", "image": "docker.io/istio/isthmus:latest", "args": ["version"]}
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod), context="cluster1")
+    wait_for(
+        "the pod to finish",
+        lambda: (
+            kubectl("get", "pod", "as-1337", "-o", "jsonpath={.status.phase}", context="cluster1")
+            in ("Succeeded", "Failed")
+        ),
+        60,
+    )
+    logs = kubectl("logs", "as-1337", context="cluster1")
+    assert (
+        kubectl("get", "pod", "as-1337", "-o", "jsonpath={.status.phase}", context="cluster1") == "Succeeded"
+    ), logs
+    assert logs.strip() == "0.1.0"
+
+
+def test_init_container_with_net_admin_sets_iptables(kubectl: Kubectl) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "with-init", "namespace": "default"},
+        "spec": {
+            "initContainers": [
+                {
+                    "name": "rules",
+                    "image": "isthmus.dev/host",
+                    "command": [
+                        "iptables",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "OUTPUT",
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        "9",
+                        "-j",
+                        "REDIRECT",
+                        "--to-ports",
+                        "15001",
+                    ],
+                    "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "isthmus.dev/host",
+                    "command": ["sleep", "infinity"],
+                    "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod), context="cluster1")
+    kubectl("wait", "--for=condition=Ready", "pod/with-init", "--timeout=60s", context="cluster1")
+    rules = kubectl("exec", "with-init", "--", "iptables", "-t", "nat", "-S", "OUTPUT", context="cluster1")
+    assert "--to-ports 15001" in rules, "the init container's rules live in the pod's own network namespace"
+    host_rules = subprocess.run(
+        ["iptables", "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True
+    ).stdout
+    assert "--to-ports 15001" not in host_rules
+    status = json.loads(kubectl("get", "pod", "with-init", "-o", "json", context="cluster1"))["status"]
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
