@@ -387,3 +387,263 @@ def test_init_container_with_net_admin_sets_iptables(kubectl: Kubectl) -> None:
     assert "--to-ports 15001" not in host_rules
     status = json.loads(kubectl("get", "pod", "with-init", "-o", "json", context="cluster1"))["status"]
     assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_pod_token_authenticates_in_cluster(kubectl: Kubectl, samples: None) -> None:
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    secrets_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    listing = kubectl("exec", sleep, "-n", "sample", "--", "ls", secrets_dir, context="cluster1").split()
+    assert listing == ["ca.crt", "namespace", "token"]
+    script = (
+        f'curl -sS --cacert {secrets_dir}/ca.crt -H "Authorization: Bearer $(cat {secrets_dir}/token)" '
+        "https://kubernetes.default/api/v1/namespaces/sample/secrets"
+    )
+    answer = json.loads(kubectl("exec", sleep, "-n", "sample", "--", "sh", "-c", script, context="cluster1"))
+    assert answer["code"] == 403
+    assert 'User "system:serviceaccount:sample:sleep" cannot list resource "secrets"' in answer["message"]
+    token = kubectl("exec", sleep, "-n", "sample", "--", "cat", f"{secrets_dir}/token", context="cluster1")
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    result = json.loads(
+        kubectl(
+            "create",
+            "--raw",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "-f",
+            "-",
+            stdin=json.dumps(review),
+            context="cluster1",
+        )
+    )
+    status = result["status"]
+    assert status["authenticated"] is True
+    assert status["user"]["username"] == "system:serviceaccount:sample:sleep"
+    assert status["user"]["extra"]["authentication.kubernetes.io/pod-name"] == [sleep]
+
+
+def test_crash_loop_restarts_and_previous_logs(kubectl: Kubectl) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher", "namespace": "default"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "crash",
+                    "image": "isthmus.dev/host",
+                    "command": ["sh", "-c", "echo run at $(date +%s%N); exit 2"],
+                }
+            ]
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod), context="cluster1")
+
+    def restarted() -> bool:
+        count = kubectl(
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+            context="cluster1",
+        )
+        return count not in ("", "0")
+
+    wait_for("a restart", restarted, 30)
+    status = json.loads(kubectl("get", "pod", "crasher", "-o", "json", context="cluster1"))["status"]
+    container = status["containerStatuses"][0]
+    assert container["lastState"]["terminated"]["exitCode"] == 2
+    assert container["lastState"]["terminated"]["reason"] == "Error"
+    previous = kubectl("logs", "crasher", "--previous", context="cluster1")
+    assert previous.startswith("run at ")
+    wait_for(
+        "CrashLoopBackOff",
+        lambda: "CrashLoopBackOff" in kubectl("get", "pod", "crasher", context="cluster1"),
+        30,
+    )
+    kubectl("delete", "pod", "crasher", "--wait=true", context="cluster1")
+
+
+def test_exec_with_a_terminal(kubectl: Kubectl, samples: None) -> None:
+    """`kubectl exec -it` through a pseudo-terminal on our side, as a user at a shell would run it."""
+    import os
+    import pty
+    import select
+
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(
+            "kubectl",
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(kubectl.kubeconfig),
+                "--cache-dir",
+                str(kubectl.cache_dir),
+                "--context",
+                "cluster1",
+                "exec",
+                "-it",
+                sleep,
+                "-n",
+                "sample",
+                "--",
+                "sh",
+            ],
+        )
+    output = b""
+    deadline = time.monotonic() + 30
+    os.write(fd, b"tty; echo marker-$((6*7)); exit 5\n")
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert "marker-42" in text and "/dev/pts/" in text, text
+    assert os.waitstatus_to_exitcode(status) == 5
+
+
+async def test_python_client_exec(clusters: LocalClusters, kubectl: Kubectl, samples: None) -> None:
+    """lightkube's exec (the v4 channel protocol) reaches the container."""
+    from lightkube import AsyncClient, KubeConfig
+
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    client = AsyncClient(config=KubeConfig.from_file(str(clusters.kubeconfig)).get(context_name="cluster1"))
+    try:
+        result = await client.exec(
+            sleep,
+            namespace="sample",
+            container="sleep",
+            command=["sh", "-c", "echo hello from $(hostname)"],
+            stdout=True,
+        )
+        assert isinstance(result.stdout, str) and result.stdout.strip() == f"hello from {sleep}"
+    finally:
+        await client.close()
+
+
+def test_headless_and_selectorless_services_in_dns(kubectl: Kubectl, samples: None) -> None:
+    v1 = pod_ip(kubectl, "app=helloworld", "sample", "cluster1")
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hello-headless", "namespace": "sample"},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": "helloworld"},
+                "ports": [{"port": 5000, "name": "http"}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "istio-pilot", "namespace": "sample"},
+            "spec": {
+                "clusterIP": "None",
+                "ports": [{"port": 15010, "name": "grpc-xds"}, {"port": 5000, "name": "http"}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "istio-pilot", "namespace": "sample"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": v1}],
+                    "ports": [{"port": 15010, "name": "grpc-xds"}, {"port": 5000, "name": "http"}],
+                }
+            ],
+        },
+    ]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents), context="cluster1")
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+
+    def answers(url: str) -> bool:
+        code, out = curl_from(kubectl, sleep, "sample", "cluster1", url, timeout=3)
+        return code == 0 and "Hello version: v1" in out
+
+    wait_for(
+        "the headless Service to resolve to the pod", lambda: answers("http://hello-headless:5000/hello"), 30
+    )
+    wait_for(
+        "the selector-less Service to resolve to its Endpoints",
+        lambda: answers("http://istio-pilot.sample.svc.cluster.local:5000/hello"),
+        30,
+    )
+    slices = json.loads(
+        kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            "sample",
+            "-l",
+            "kubernetes.io/service-name=istio-pilot",
+            "-o",
+            "json",
+            context="cluster1",
+        )
+    )
+    assert [e["addresses"] for e in slices["items"][0]["endpoints"]] == [[v1]]
+
+
+def test_proxy_subresources(kubectl: Kubectl, samples: None) -> None:
+    via_service = kubectl(
+        "get", "--raw", "/api/v1/namespaces/sample/services/helloworld:http/proxy/hello", context="cluster1"
+    )
+    assert via_service.startswith("Hello version: v1")
+    pod = pod_name(kubectl, "app=helloworld", "sample", "cluster1")
+    via_pod = kubectl(
+        "get", "--raw", f"/api/v1/namespaces/sample/pods/{pod}:5000/proxy/hello", context="cluster1"
+    )
+    assert via_pod == f"Hello version: v1, instance: {pod}\n"
+
+
+def test_endpoints_follow_scaling(kubectl: Kubectl, samples: None) -> None:
+    kubectl("scale", "deployment/helloworld-v1", "-n", "sample", "--replicas=3", context="cluster1")
+    rollout(kubectl, "helloworld-v1", "sample", "cluster1")
+
+    def addresses() -> list[str]:
+        slices = json.loads(
+            kubectl(
+                "get",
+                "endpointslices",
+                "-n",
+                "sample",
+                "-l",
+                "kubernetes.io/service-name=helloworld",
+                "-o",
+                "json",
+                context="cluster1",
+            )
+        )
+        return sorted(
+            a
+            for s in slices["items"]
+            for e in s.get("endpoints") or []
+            if e["conditions"].get("ready")
+            for a in e["addresses"]
+        )
+
+    wait_for("3 ready endpoints", lambda: len(addresses()) == 3, 30)
+    pods = kubectl(
+        "get",
+        "pods",
+        "-n",
+        "sample",
+        "-l",
+        "app=helloworld",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+        context="cluster1",
+    ).split()
+    assert addresses() == sorted(pods)
+    kubectl("scale", "deployment/helloworld-v1", "-n", "sample", "--replicas=1", context="cluster1")
+    wait_for("1 ready endpoint", lambda: len(addresses()) == 1, 60)

@@ -40,6 +40,7 @@ from isthmus.local.apiserver.resources import ResourceRegistry
 from isthmus.local.apiserver.reviews import AccessReviews
 from isthmus.local.apiserver.scale import ScaleSubresource
 from isthmus.local.apiserver.schema import SchemaCatalog
+from isthmus.local.apiserver.serviceaccount_admission import ServiceAccountAdmission
 from isthmus.local.apiserver.store import Store
 from isthmus.local.apiserver.strategies import Strategies
 from isthmus.local.apiserver.tokens import ServiceAccountTokens, load_signing_key
@@ -75,6 +76,7 @@ class ApiServer:
         self.registry = ResourceRegistry()
         self.strategies = Strategies(self.store, config.service_cidr)
         self.admission = AdmissionChain()
+        self.admission.plugins.append(ServiceAccountAdmission(self.store))
         self.objects = Objects(self.store, self.registry, self.catalog, self.strategies, self.admission)
         self.controllers = ControllerManager(ControllerContext(self.objects, config))
         admin_token = Path(config.admin_token_file).read_text().strip()

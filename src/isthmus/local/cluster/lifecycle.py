@@ -65,11 +65,19 @@ def run_id_for(folder: Path) -> str:
 
 
 def _pid_alive(pid: int, marker: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return marker.encode() in cmdline and b"isthmus" in cmdline
+    """Whether `pid` is our process (its command line names `marker`)."""
+    for _ in range(50):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            return False
+        if state == "Z":
+            return False
+        if cmdline:
+            return marker.encode() in cmdline and b"isthmus" in cmdline
+        time.sleep(0.01)  # a process that has just been started may not show its command line yet
+    return False
 
 
 class LocalRun:

@@ -7,7 +7,6 @@ Objects are handled as plain JSON dicts (`to_dict()`), the form the rest of the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -19,15 +18,17 @@ import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.resource import NamespacedResource, Resource
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import (
     ConfigMap,
-    Event,
     Pod,
     PodStatus,
     Secret,
     ServiceAccountToken,
 )
 from lightkube.types import PatchType
+
+from isthmus.local.events import EventBroadcaster, LightkubeEventSink
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,11 @@ def to_dict(obj: Any) -> JsonObject:
 class NodeApi:
     """A kubelet's API calls. Every call may raise lightkube's ApiError or an httpx2 transport error."""
 
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(self, kubeconfig: str, host: str = "") -> None:
         config = KubeConfig.from_file(kubeconfig)
         self.client = AsyncClient(config=config, field_manager=MANAGER, timeout=httpx2.Timeout(10.0))
+        self.host = host
+        self.events = EventBroadcaster(LightkubeEventSink(self.client))  # its `run()` is the node's to start
 
     async def close(self) -> None:
         await self.client.close()
@@ -117,7 +120,11 @@ class NodeApi:
                 kind="Pod", apiVersion="v1", name=pod["metadata"]["name"], uid=pod["metadata"]["uid"]
             ),
         )
-        created = await self.client.create(ServiceAccountToken(spec=spec), account, namespace=namespace)
+        created = await self.client.create(
+            ServiceAccountToken(metadata=ObjectMeta(name=account, namespace=namespace), spec=spec),
+            account,
+            namespace=namespace,
+        )
         data = to_dict(created)
         token = str(data["status"]["token"])
         expires = data["status"].get("expirationTimestamp")
@@ -128,31 +135,16 @@ class NodeApi:
     async def event(
         self, involved: JsonObject, kind: str, reason: str, message: str, event_type: str, source: str
     ) -> None:
-        """Record an Event about an object (best effort: events never block the node)."""
+        """Record an Event about an object; returns at once (writes are queued, repeats counted, bursts capped)."""
         meta = involved["metadata"]
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace") or "default"},
-            "involvedObject": {
-                "kind": kind,
-                "namespace": meta.get("namespace", ""),
-                "name": meta["name"],
-                "uid": meta.get("uid", ""),
-                "apiVersion": involved.get("apiVersion", "v1"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": event_type,
-            "source": {"component": source},
-            "reportingComponent": source,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+        reference = {
+            "kind": kind,
+            "apiVersion": involved.get("apiVersion") or "v1",
+            "name": meta["name"],
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid", ""),
         }
-        with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
-            await self.client.create(
-                cast(Event, Event.from_dict({"apiVersion": "v1", "kind": "Event", **event}))
-            )
+        self.events.recorder(source, self.host).event_for(reference, event_type, reason, message)
 
     async def apply(self, resource: type[R], obj: JsonObject) -> None:
         """Server-side apply of an object the node owns (its Node, Lease, the kube-dns Service...)."""

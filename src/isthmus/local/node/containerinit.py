@@ -5,8 +5,9 @@ python -m isthmus.local.node.containerinit SPEC.json`, so it runs as PID 1 of a 
 container starts can outlive it) with its own mount, UTS and IPC namespaces, in the pod's network namespace.
 
 Filesystem: an overlay whose lower layer is the host's root (the image is "this machine") and whose upper
-layer is private to this container run, so the container may write anywhere and create mount points without
-touching the host. On top: a minimal /dev, a fresh /proc, read-only /sys, private /tmp, the pod's /etc/hosts
+layer is private to this container run, so the container may write anywhere (its /tmp too) and create mount
+points without touching the host. On top: a minimal /dev, a fresh /proc, read-only /sys, the host's other
+filesystems that hold the installed programs (read-only), the pod's /etc/hosts
 and /etc/resolv.conf, the volumes at their mount paths, and empty tmpfs over the local clusters' state folders
 (admin tokens and keys stay invisible). Directories on the way to the installed programs are made traversable
 in the overlay (a checkout under a mode-0700 home stays runnable for uid 1337).
@@ -135,7 +136,28 @@ def bind(source: str, target: str, readonly: bool = False, recursive: bool = Fal
 
 
 def _inside(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/"))
+    """`path` as seen from `root`: symlinks on the way are followed inside `root` (as after a chroot), never
+    out to the host (`/var/run -> /run` must lead to root/run, not to the host's /run)."""
+    resolved = root
+    parts = [p for p in path.split("/") if p and p != "."]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = os.path.dirname(resolved) if resolved != root else root
+            continue
+        candidate = os.path.join(resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(f"too many symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = root
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved = candidate
+    return resolved
 
 
 def _ensure_point(path: str, is_file: bool) -> None:
@@ -179,7 +201,6 @@ def build_root(spec: dict[str, Any]) -> str:
     mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     mount("proc", _inside(merged, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     bind("/sys", _inside(merged, "/sys"), readonly=True, recursive=True)
-    mount("tmpfs", _inside(merged, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for entry in spec.get("mounts", []):
         target = _inside(merged, entry["target"])
         _ensure_point(target, os.path.isfile(entry["source"]))

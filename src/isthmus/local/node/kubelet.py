@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
-import struct
-import termios
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -184,6 +182,8 @@ class KubeletApi:
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, heartbeat=30)
         await ws.prepare(request)
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
+        if tty:
+            command = [sys.executable, "-m", "isthmus.local.node.ptyrelay", "--", *command]
         argv = containers.exec_argv(
             running.pid1, container.uid, container.gid, container.groups, container.capabilities, command
         )
@@ -205,14 +205,20 @@ class KubeletApi:
         want_stdin: bool,
         v5: bool,
     ) -> int:
-        loop = asyncio.get_running_loop()
-        master = slave = -1
+        control_read = control_write = -1
         if tty:
-            master, slave = os.openpty()
+            # The terminal is made inside the container (ptyrelay), so the command sees its own /dev/pts.
+            control_read, control_write = os.pipe()
+            env = {**env, "ISTHMUS_PTY_CONTROL": str(control_read)}
             process = await asyncio.create_subprocess_exec(
-                *argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+                *argv,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(control_read,),
             )
-            os.close(slave)
+            os.close(control_read)
         else:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -226,66 +232,34 @@ class KubeletApi:
             while chunk := await reader.read(65536):
                 await ws.send_bytes(bytes([channel]) + chunk)
 
-        async def pump_pty() -> None:
-            reader = asyncio.StreamReader()
-            transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader),
-                os.fdopen(master, "rb", buffering=0, closefd=False),
-            )
-            try:
-                while True:
-                    try:
-                        chunk = await reader.read(65536)
-                    except OSError:  # EIO once the last writer of the pty is gone
-                        break
-                    if not chunk:
-                        break
-                    await ws.send_bytes(b"\x01" + chunk)
-            finally:
-                transport.close()
-
         async def from_client() -> None:
             async for message in ws:
                 if message.type != WSMsgType.BINARY or not message.data:
                     continue
                 data: bytes = message.data
                 channel, payload = data[0], data[1:]
-                if channel == 0:
-                    if tty:
-                        os.write(master, payload)
-                    elif process.stdin is not None:
-                        process.stdin.write(payload)
-                        with contextlib.suppress(ConnectionError):
-                            await process.stdin.drain()
-                elif channel == 255 and v5 and payload[:1] == b"\x00":
-                    if tty:
-                        os.write(master, b"\x04")
-                    elif process.stdin is not None:
-                        process.stdin.close()
+                if channel == 0 and process.stdin is not None:
+                    process.stdin.write(payload)
+                    with contextlib.suppress(ConnectionError):
+                        await process.stdin.drain()
+                elif channel == 255 and v5 and payload[:1] == b"\x00" and process.stdin is not None:
+                    process.stdin.close()
                 elif channel == 4 and tty:
                     with contextlib.suppress(ValueError, OSError):
                         size = orjson.loads(payload)
-                        fcntl.ioctl(
-                            master,
-                            termios.TIOCSWINSZ,
-                            struct.pack(
-                                "HHHH", int(size.get("Height", 24)), int(size.get("Width", 80)), 0, 0
-                            ),
+                        os.write(
+                            control_write,
+                            f"{int(size.get('Height', 24))} {int(size.get('Width', 80))}\n".encode(),
                         )
             # the client went away: nothing will read the command's output any more
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
 
-        readers = []
-        if tty:
-            readers.append(asyncio.create_task(pump_pty()))
-        else:
-            assert process.stdout is not None and process.stderr is not None
-            readers += [
-                asyncio.create_task(pump(process.stdout, 1)),
-                asyncio.create_task(pump(process.stderr, 2)),
-            ]
+        assert process.stdout is not None
+        readers = [asyncio.create_task(pump(process.stdout, 1))]
+        if process.stderr is not None:
+            readers.append(asyncio.create_task(pump(process.stderr, 2)))
         client = asyncio.create_task(from_client())
         code = await process.wait()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -293,5 +267,5 @@ class KubeletApi:
         with contextlib.suppress(asyncio.CancelledError):
             await client
         if tty:
-            os.close(master)
+            os.close(control_write)
         return code

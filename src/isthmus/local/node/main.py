@@ -39,7 +39,7 @@ async def _follow_sources(api: NodeApi, pods: PodManager) -> None:
 
 
 async def serve(config: NodeConfig) -> None:
-    api = NodeApi(config.kubeconfig)
+    api = NodeApi(config.kubeconfig, config.node_name)
     cache = ServiceCache(api)
     proxy = ServiceProxy(config, cache)
     dns = ClusterDns(config, cache)
@@ -60,6 +60,7 @@ async def serve(config: NodeConfig) -> None:
             ("proxy", proxy.run()),
             ("registration", registration.run()),
             ("sources", _follow_sources(api, pods)),
+            ("events", api.events.run()),
         )
     ]
     with contextlib.suppress(TimeoutError):

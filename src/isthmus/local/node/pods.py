@@ -143,12 +143,39 @@ class Node:
         self.network = PodNetwork(config.run_id, config.cluster_index, config.fabric_namespace)
         self.addresses = AddressBook(config.node_dir / "addresses.json", config.pod_cidr)
         self.traverse = traversal_dirs()
+        self.program_mounts = program_mounts()
 
     def pod_dir(self, uid: str) -> Path:
         return self.config.node_dir / "pods" / uid
 
     def log_path(self, uid: str, container: str, restart: int) -> Path:
         return self.pod_dir(uid) / "logs" / container / f"{restart}.log"
+
+
+def _program_paths() -> list[str]:
+    return [
+        sys.prefix,
+        sys.base_prefix,
+        str(Path(sys.executable).resolve().parent),
+        str(Path(__file__).resolve().parents[3]),
+    ]
+
+
+def program_mounts() -> list[str]:
+    """Where the installed programs live, when that is not on the root filesystem (a venv in a /tmp that is
+    its own tmpfs...): containers see the root filesystem only, so these are mounted in, read-only."""
+    root = Path("/").stat().st_dev
+    found: set[str] = set()
+    for path in _program_paths():
+        current = Path(path)
+        with contextlib.suppress(OSError):
+            if current.stat().st_dev != root:
+                # mount the top of that filesystem's part of the path (the mount point under which it lies)
+                top = current
+                while top.parent != top and top.parent.stat().st_dev == current.stat().st_dev:
+                    top = top.parent
+                found.add(str(top))
+    return sorted(found)
 
 
 def traversal_dirs() -> list[str]:
@@ -412,7 +439,7 @@ class PodWorker:
             added = {str(c).upper().removeprefix("CAP_") for c in caps.get("add") or []}
             dropped = {str(c).upper().removeprefix("CAP_") for c in caps.get("drop") or []}
             capabilities = (set() if "ALL" in dropped else set(DEFAULT_CAPABILITIES) - dropped) | added
-        mounts = []
+        mounts = [{"source": path, "target": path, "readonly": True} for path in self.node.program_mounts]
         pod_dir = self.node.pod_dir(self.uid)
         volumes = {v["name"]: v for v in self.pod.get("spec", {}).get("volumes") or []}
         for mount in spec.get("volumeMounts") or []:
