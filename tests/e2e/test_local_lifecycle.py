@@ -6,11 +6,12 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from localkit import Kubectl, LocalClusters
+from localkit import Kubectl, LocalClusters, isthmus_command
 
 
 def _hosts_lines(run_marker: str) -> list[str]:
@@ -99,3 +100,45 @@ def test_unknown_cluster_name_is_a_clear_error(clusters: LocalClusters) -> None:
     result = clusters.cli("stop", "cluster9", check=False)
     assert result.returncode == 1
     assert "no cluster named 'cluster9'" in result.stderr and "cluster1, cluster2" in result.stderr
+
+
+def test_topology_labels_of_the_nodes(clusters: LocalClusters, kubectl: Kubectl) -> None:
+    labels = json.loads(kubectl("get", "node", "cluster1-node", "-o", "jsonpath={.metadata.labels}"))
+    assert labels["topology.kubernetes.io/region"] == "local"
+    assert labels["topology.kubernetes.io/zone"] == "local-cluster1", (
+        "each cluster is its own zone by default"
+    )
+    clusters.cli("up", "--topology", "cluster2=us-east1/us-east1-b")
+    labels = json.loads(
+        kubectl("get", "node", "cluster2-node", "-o", "jsonpath={.metadata.labels}", context="cluster2")
+    )
+    assert (labels["topology.kubernetes.io/region"], labels["topology.kubernetes.io/zone"]) == (
+        "us-east1",
+        "us-east1-b",
+    )
+    wrong = clusters.cli("up", "--topology", "cluster7=a/b", check=False)
+    assert wrong.returncode == 1 and "cluster7" in wrong.stderr
+
+
+def test_nothing_is_left_after_a_killed_up(tmp_path: Path) -> None:
+    run = LocalClusters(tmp_path / "killed")
+    process = subprocess.Popen(
+        [isthmus_command(), "local", "up", "--clusters", "1", "--dir", str(run.folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (run.folder / "cluster1" / "apiserver.pid").exists():
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    run_id = _run_id(run)
+    run.down(purge=True)
+    assert not run.folder.exists()
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert run_id not in namespaces
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"ism{run_id}" not in links
+    assert not _hosts_lines(f"isthmus-local {run_id}")
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(run.folder) not in processes

@@ -647,3 +647,62 @@ def test_endpoints_follow_scaling(kubectl: Kubectl, samples: None) -> None:
     assert addresses() == sorted(pods)
     kubectl("scale", "deployment/helloworld-v1", "-n", "sample", "--replicas=1", context="cluster1")
     wait_for("1 ready endpoint", lambda: len(addresses()) == 1, 60)
+
+
+def test_environment_and_downward_api(kubectl: Kubectl) -> None:
+    kubectl("create", "configmap", "settings", "--from-literal", "mode=fast", context="cluster1")
+    kubectl("create", "secret", "generic", "creds", "--from-literal", "password=s3cret", context="cluster1")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "env-check", "namespace": "default", "labels": {"tier": "web"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "isthmus.dev/host",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "echo $POD_NAME $POD_IP $MODE $PASSWORD $GREETING; cat /etc/podinfo/labels",
+                    ],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {
+                            "name": "MODE",
+                            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+                        },
+                        {
+                            "name": "PASSWORD",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                        },
+                        {"name": "GREETING", "value": "hello-$(POD_NAME)"},
+                    ],
+                    "volumeMounts": [{"name": "podinfo", "mountPath": "/etc/podinfo"}],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "podinfo",
+                    "downwardAPI": {
+                        "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                    },
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod), context="cluster1")
+    wait_for(
+        "the pod to finish",
+        lambda: (
+            kubectl("get", "pod", "env-check", "-o", "jsonpath={.status.phase}", context="cluster1")
+            == "Succeeded"
+        ),
+        60,
+    )
+    ip = kubectl("get", "pod", "env-check", "-o", "jsonpath={.status.podIP}", context="cluster1")
+    lines = kubectl("logs", "env-check", context="cluster1").splitlines()
+    assert lines[0] == f"env-check {ip} fast s3cret hello-env-check"
+    assert lines[1] == 'tier="web"'

@@ -35,12 +35,30 @@ def up(
             "did (default: on, or as the run last had it).",
         ),
     ] = None,
+    topology: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topology",
+            help="CLUSTER=REGION/ZONE for a cluster's node labels (repeatable; default: region local, zone "
+            "local-CLUSTER, so every cluster is its own zone).",
+        ),
+    ] = None,
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """Start the local clusters of DIR (creating them on first use; objects persist across down/up)."""
     run = LocalRun(dir)
+    zones: dict[str, str] = {}
+    for entry in topology or []:
+        cluster, sep, where = entry.partition("=")
+        if not sep:
+            raise _fail(
+                ValueError(
+                    f"--topology {entry!r}: give CLUSTER=REGION/ZONE, e.g. cluster1=us-east1/us-east1-b"
+                )
+            )
+        zones[cluster] = where
     try:
-        run.up(clusters, block, legacy_sa_tokens)
+        run.up(clusters, block, legacy_sa_tokens, zones)
     except (LocalClusterError, NetworkError, ValueError) as exc:
         raise _fail(exc) from None
     names = ", ".join(run.clusters())

@@ -124,10 +124,16 @@ class LocalRun:
     # -- up / down ----------------------------------------------------------------------------------------
 
     def up(
-        self, clusters: int | None = None, block: str | None = None, legacy_sa_tokens: bool | None = None
+        self,
+        clusters: int | None = None,
+        block: str | None = None,
+        legacy_sa_tokens: bool | None = None,
+        topology: dict[str, str] | None = None,
     ) -> None:
         """Start the run. `legacy_sa_tokens` switches token Secrets for ServiceAccounts on or off (None: as
-        the run had it, on at first); a running API server is restarted when it changes."""
+        the run had it, on at first); a running API server is restarted when it changes. `topology` gives
+        clusters a `REGION/ZONE` for their node's labels (default: region `local`, zone `local-CLUSTER`); a
+        node whose topology changes is restarted."""
         _require_root()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
@@ -142,6 +148,19 @@ class LocalRun:
                 "`isthmus local down --purge` first to start over with fewer"
             )
         names += [f"cluster{i}" for i in range(len(names) + 1, wanted + 1)]
+        saved = state.get("topology")
+        zones_before = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+        zones = {**zones_before, **(topology or {})}
+        for cluster, where in zones.items():
+            if cluster not in names:
+                raise LocalClusterError(
+                    f"--topology names {cluster!r}, which is not a cluster of this run ({', '.join(names)})"
+                )
+            region, _, zone = where.partition("/")
+            if not region or not zone or "/" in zone:
+                raise LocalClusterError(
+                    f"--topology {cluster}={where}: give REGION/ZONE, e.g. us-east1/us-east1-b"
+                )
         legacy_before = state.get("legacy_sa_tokens", True) is not False
         legacy = legacy_before if legacy_sa_tokens is None else legacy_sa_tokens
         with network.host_lock("network"):
@@ -173,7 +192,13 @@ class LocalRun:
             plan = network.AddressPlan(chosen)
             self.state_file.write_bytes(
                 orjson.dumps(
-                    {"id": self.run_id, "block": str(chosen), "clusters": names, "legacy_sa_tokens": legacy},
+                    {
+                        "id": self.run_id,
+                        "block": str(chosen),
+                        "clusters": names,
+                        "legacy_sa_tokens": legacy,
+                        "topology": zones,
+                    },
                     option=orjson.OPT_INDENT_2,
                 )
             )
@@ -190,7 +215,7 @@ class LocalRun:
             self._prepare_cluster(name, index, plan, ca_cert, ca_key)
         self._write_kubeconfig(names, ca_cert)
         for index, name in enumerate(names, 1):
-            self._prepare_node(name, index, plan, names)
+            self._prepare_node(name, index, plan, names, zones.get(name, f"local/local-{name}"))
         for name in names:
             if legacy != legacy_before:
                 self._stop_process(name)  # its config changed
@@ -199,6 +224,8 @@ class LocalRun:
         for name in names:
             self._wait_ready(name)
         for name in names:
+            if zones.get(name) != zones_before.get(name):
+                self._stop_process(name, NODE, NODE_STOP_TIMEOUT)  # its Node's labels change
             if self._pid(name, NODE) is None:
                 self._spawn(name, NODE)
         for name in names:
@@ -285,7 +312,9 @@ class LocalRun:
         with os.fdopen(fd, "w") as out:
             yaml.safe_dump(document, out, sort_keys=False)
 
-    def _prepare_node(self, name: str, index: int, plan: network.AddressPlan, names: list[str]) -> None:
+    def _prepare_node(
+        self, name: str, index: int, plan: network.AddressPlan, names: list[str], where: str
+    ) -> None:
         folder = self._cluster_dir(name)
         api = ApiServerConfig.load(self._config_path(name))
         kubeconfig = folder / "node.kubeconfig"
@@ -322,8 +351,8 @@ class LocalRun:
             api_hostnames={
                 network.api_hostname(n, self.run_id): plan.api_address(i) for i, n in enumerate(names, 1)
             },
-            region="local",
-            zone=f"local-{name}",
+            region=where.partition("/")[0],
+            zone=where.partition("/")[2],
             hidden_paths=runs,
             kubelet_socket=str(folder / "kubelet.sock"),
         ).save(self._config_path(name, NODE))
