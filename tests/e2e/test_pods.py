@@ -706,3 +706,33 @@ def test_environment_and_downward_api(kubectl: Kubectl) -> None:
     lines = kubectl("logs", "env-check", context="cluster1").splitlines()
     assert lines[0] == f"env-check {ip} fast s3cret hello-env-check"
     assert lines[1] == 'tier="web"'
+
+
+def test_logs_follow_and_container_choice(kubectl: Kubectl) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "talker", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "counter",
+                    "image": "isthmus.dev/host",
+                    "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"],
+                },
+                {"name": "quiet", "image": "isthmus.dev/host", "command": ["sh", "-c", "echo only me"]},
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod), context="cluster1")
+    wait_for(
+        "the pod to start",
+        lambda: kubectl("get", "pod", "talker", "-o", "jsonpath={.status.podIP}", context="cluster1") != "",
+        30,
+    )
+    followed = kubectl.run("logs", "-f", "talker", "-c", "counter", context="cluster1", timeout=30)
+    assert followed.out.splitlines() == ["line 1", "line 2", "line 3"], "-f ends when the container does"
+    assert kubectl("logs", "talker", "-c", "quiet", context="cluster1") == "only me\n"
+    unnamed = kubectl.run("logs", "talker", context="cluster1")
+    assert 'Defaulted container "counter"' in unnamed.err and unnamed.out.startswith("line 1")
