@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from isthmus import __version__
+from isthmus import __version__, tunables
 from isthmus.cli import local
+from isthmus.cli.discovery import discovery
 
 app = typer.Typer(
     name="isthmus",
@@ -15,6 +16,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(local.app, name="local")
+app.command()(discovery)
+
+
+@app.command(name="tunables")
+def show_tunables() -> None:
+    """List every tunable: its environment variable, current value and what it does."""
+    for env, value, doc in tunables.table():
+        typer.echo(f"{env}={value}\n    {doc}")
 
 
 @app.command()

@@ -1,0 +1,73 @@
+"""`isthmus discovery`: run the control plane's discovery process (the seed's istio-pilot)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Annotated
+
+import typer
+import uvloop
+
+from isthmus.kube import client as kube_client
+from isthmus.kube.client import KubeconfigError
+
+
+def discovery(
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            "--kubeconfig", help="Kubeconfig of the primary cluster (in a pod: the in-cluster configuration)."
+        ),
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="Context of the kubeconfig to use.")
+    ] = None,
+    cluster_id: Annotated[
+        str, typer.Option("--cluster-id", help="This (primary) cluster's id; remote clusters may not use it.")
+    ] = "Kubernetes",
+    namespace: Annotated[
+        str,
+        typer.Option(
+            "--namespace",
+            help="The control plane's namespace: multicluster Secrets and the mesh ConfigMap live there.",
+        ),
+    ] = "istio-system",
+    http_address: Annotated[str, typer.Option("--http-address", help="Readiness and debug endpoints.")] = (
+        "127.0.0.1:8080"
+    ),
+    monitoring_address: Annotated[str, typer.Option("--monitoring-address", help="Prometheus /metrics.")] = (
+        "127.0.0.1:15014"
+    ),
+    grpc_address: Annotated[str, typer.Option("--grpc-address", help="Where xDS listens (plaintext).")] = (
+        "127.0.0.1:15010"
+    ),
+) -> None:
+    """Discover services, endpoints and pods in this cluster and in the remote clusters registered by Secrets
+    labelled istio/multiCluster=true, and serve them."""
+    from isthmus.discovery.server import DiscoveryOptions, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    try:
+        if kubeconfig:
+            client = kube_client.from_file(kubeconfig, context)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            client = kube_client.in_cluster()
+        else:
+            raise KubeconfigError(
+                "no cluster to talk to: pass --kubeconfig FILE [--context NAME], or run in a pod"
+            )
+    except KubeconfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    options = DiscoveryOptions(
+        cluster_id=cluster_id,
+        namespace=namespace,
+        http_address=http_address,
+        monitoring_address=monitoring_address,
+        grpc_address=grpc_address,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(client, options))

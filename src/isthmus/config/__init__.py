@@ -1,0 +1,1 @@
+"""Mesh configuration and (later) Istio's configuration kinds, read from the primary cluster and validated."""

@@ -1,0 +1,105 @@
+"""Every tunable of the mesh in one table: its default, what it does, and the environment variable that
+overrides it (`ISTHMUS_<NAME>`). `isthmus tunables` prints the table.
+
+Components read a tunable when they start (`TUNABLE.get()`); a bad override is reported with its name and
+the default is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tunable(Generic[T]):
+    name: str
+    default: T
+    doc: str
+    parse: Callable[[str], T]
+
+    @property
+    def env(self) -> str:
+        return "ISTHMUS_" + self.name.upper()
+
+    def get(self) -> T:
+        raw = os.environ.get(self.env)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError:
+            log.error(
+                "%s=%r is not a valid %s: using the default %r",
+                self.env,
+                raw,
+                type(self.default).__name__,
+                self.default,
+            )
+            return self.default
+
+
+def _seconds(name: str, default: float, doc: str) -> Tunable[float]:
+    return _register(Tunable(name, default, doc, float))
+
+
+def _integer(name: str, default: int, doc: str) -> Tunable[int]:
+    return _register(Tunable(name, default, doc, int))
+
+
+ALL: list[Tunable[object]] = []
+
+
+def _register(tunable: Tunable[T]) -> Tunable[T]:
+    ALL.append(tunable)  # type: ignore[arg-type]
+    return tunable
+
+
+# -- Kubernetes access ------------------------------------------------------------------------------------
+KUBE_REQUEST_TIMEOUT = _seconds(
+    "kube_request_timeout",
+    10.0,
+    "seconds a request to a cluster's API server may take (a list page, a write)",
+)
+KUBE_LIST_PAGE = _integer("kube_list_page", 500, "objects per page when an informer lists a resource")
+KUBE_WATCH_TIMEOUT = _integer(
+    "kube_watch_timeout", 300, "seconds a watch runs before it is renewed from its last resourceVersion"
+)
+KUBE_BACKOFF_INITIAL = _seconds(
+    "kube_backoff_initial", 0.5, "first delay before retrying a failed list or watch (doubles, with jitter)"
+)
+KUBE_BACKOFF_MAX = _seconds(
+    "kube_backoff_max", 30.0, "longest delay between retries of a failed list or watch"
+)
+
+# -- Multicluster -----------------------------------------------------------------------------------------
+REMOTE_CLUSTER_TIMEOUT = _seconds(
+    "remote_cluster_timeout",
+    10.0,
+    "seconds the control plane waits for remote clusters to sync before it reports ready anyway (the others "
+    "keep syncing in the background)",
+)
+CLUSTER_STALE_AFTER = _seconds(
+    "cluster_stale_after",
+    15.0,
+    "seconds a cluster's watches may fail before it is marked stale (its last-known endpoints are kept)",
+)
+
+# -- Discovery --------------------------------------------------------------------------------------------
+DEBOUNCE_AFTER = _seconds(
+    "debounce_after", 0.02, "seconds the push queue waits for more changes before pushing (quiet period)"
+)
+DEBOUNCE_MAX = _seconds(
+    "debounce_max", 0.1, "longest a change may wait in the push queue while more keep arriving"
+)
+
+
+def table() -> list[tuple[str, str, str]]:
+    """(environment variable, current value, doc) of every tunable."""
+    return [(t.env, repr(t.get()), t.doc) for t in ALL]
