@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint unit e2e demo bench-api bench-pods clean
+.PHONY: install test lint unit e2e demo bench-api bench-pods bench-registry clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-api: install
 
 bench-pods: install
 	$(BIN)/python bench/bench_pods.py
+
+bench-registry: install
+	$(BIN)/python bench/bench_registry.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

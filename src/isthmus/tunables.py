@@ -75,7 +75,9 @@ KUBE_BACKOFF_INITIAL = _seconds(
     "kube_backoff_initial", 0.5, "first delay before retrying a failed list or watch (doubles, with jitter)"
 )
 KUBE_BACKOFF_MAX = _seconds(
-    "kube_backoff_max", 30.0, "longest delay between retries of a failed list or watch"
+    "kube_backoff_max",
+    5.0,
+    "longest delay between retries of a failed list or watch (a cluster that comes back resyncs this soon)",
 )
 
 # -- Multicluster -----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ config, and the HTTP endpoints to watch them.
 
 - `--http-address` (default 127.0.0.1:8080): `/ready`, `/debug/registryz` (services per cluster),
   `/debug/endpointz` (endpoints per service; `?service=HOSTNAME` for one), `/debug/clusterz` (every cluster:
-  id, Secret, synced, stale, last error), `/debug/meshz` (the mesh config in use and its last error);
+  id, Secret, synced, stale, last error), `/debug/meshz` (the mesh config in use and its last error),
+  `/debug/events` (a stream of the aggregate's change events as JSON lines, with their wall-clock time);
 - `--monitoring-address` (default 127.0.0.1:15014): `/metrics` in Prometheus' format.
 The control plane is ready once the primary cluster synced and the remote clusters synced, or
 `ISTHMUS_REMOTE_CLUSTER_TIMEOUT` seconds passed (an unreachable remote does not hold it back).
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,7 +91,6 @@ class Discovery:
             loop.create_task(self.mesh.run(), name="mesh config"),
             loop.create_task(self.remotes.run(), name="remote clusters"),
             loop.create_task(self._become_ready(), name="readiness"),
-            loop.create_task(self._gauges(), name="gauges"),
         ]
         for address, app in (
             (self.options.http_address, self._debug_app()),
@@ -130,18 +131,19 @@ class Discovery:
             "ready: %d services in %d clusters", len(self.aggregate.services), len(self.aggregate.clusters)
         )
 
-    async def _gauges(self) -> None:
-        while True:
-            states: dict[str, int] = {}
-            for entry in self.remotes.status():
-                states[entry["state"]] = states.get(entry["state"], 0) + 1
-            for state in ("synced", "syncing", "stale", "failed", "refused"):
-                metrics.REMOTE_CLUSTERS.labels(state).set(states.get(state, 0))
-            for cluster, registry in self.aggregate.clusters.items():
-                metrics.CLUSTER_STALE.labels(cluster).set(1 if registry.state == "stale" else 0)
-                metrics.ENDPOINTS.labels(cluster).set(sum(len(e) for e in registry.endpoints.values()))
-            metrics.SERVICES.set(len(self.aggregate.services))
-            await asyncio.sleep(1.0)
+    def _update_gauges(self) -> None:
+        """Gauges are computed when scraped: exact at that moment, and free in between."""
+        states: dict[str, int] = {}
+        for entry in self.remotes.status():
+            states[entry["state"]] = states.get(entry["state"], 0) + 1
+        for state in ("synced", "syncing", "stale", "failed", "refused"):
+            metrics.REMOTE_CLUSTERS.labels(state).set(states.get(state, 0))
+        metrics.CLUSTER_STALE.clear()  # clusters that left the mesh have no series any more
+        metrics.ENDPOINTS.clear()
+        for cluster, registry in self.aggregate.clusters.items():
+            metrics.CLUSTER_STALE.labels(cluster).set(1 if registry.state == "stale" else 0)
+            metrics.ENDPOINTS.labels(cluster).set(sum(len(e) for e in registry.endpoints.values()))
+        metrics.SERVICES.set(len(self.aggregate.services))
 
     # -- HTTP ---------------------------------------------------------------------------------------------
 
@@ -152,12 +154,14 @@ class Discovery:
         app.router.add_get("/debug/endpointz", self.endpointz)
         app.router.add_get("/debug/clusterz", self.clusterz)
         app.router.add_get("/debug/meshz", self.meshz)
+        app.router.add_get("/debug/events", self.events)
         return app
 
     def _monitoring_app(self) -> web.Application:
         app = web.Application()
 
         async def handle(request: web.Request) -> web.Response:
+            self._update_gauges()
             return web.Response(
                 body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )
@@ -240,6 +244,31 @@ class Discovery:
         ]
         entries += [{**entry, "primary": False} for entry in self.remotes.status()]
         return self._json(entries)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Follow the aggregate's change events (one JSON line each: time, type and fields) until disconnected."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100_000)
+
+        def listen(event: Event) -> None:
+            line = orjson.dumps({"time": time.time(), "type": type(event).__name__, **asdict(event)}) + b"\n"
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(line)
+
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        self.aggregate.listeners.append(listen)
+        try:
+            while True:
+                lines = [await queue.get()]
+                while not queue.empty():
+                    lines.append(queue.get_nowait())
+                await response.write(b"".join(lines))
+        except ConnectionResetError:
+            pass
+        finally:
+            self.aggregate.listeners.remove(listen)
+        return response
 
     async def meshz(self, request: web.Request) -> web.Response:
         config = asdict(self.mesh.config)

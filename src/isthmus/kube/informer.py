@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -33,6 +34,15 @@ Key = tuple[str, str]
 JsonObject = dict[str, Any]
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out:
+        out.append(current)
+        current = current.__cause__ or current.__context__
+    return out
+
+
 def describe(exc: BaseException) -> str:
     """A failure as a user can act on it."""
     if isinstance(exc, ApiError):
@@ -43,12 +53,17 @@ def describe(exc: BaseException) -> str:
         if code == 403:
             return f"the credentials lack permission (403 Forbidden): {message}"
         return f"the API server answered {code}: {message}"
+    chain = _chain(exc)
+    if isinstance(exc, httpx2.ConnectTimeout) and any(isinstance(e, ssl.SSLError) for e in chain):
+        return "the API server accepted the connection but did not answer in time (no TLS handshake)"
     if isinstance(exc, httpx2.ConnectTimeout):
         return "could not connect to the API server: connection timed out"
     if isinstance(exc, httpx2.TimeoutException):
         return "the API server accepted the connection but did not answer in time"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "could not connect to the API server: connection refused (nothing listens at its address)"
     if isinstance(exc, httpx2.ConnectError):
-        return f"could not connect to the API server: {exc}"
+        return f"could not connect to the API server: {chain[-1]}"
     if isinstance(exc, (ValueError, json.JSONDecodeError)) or type(exc).__name__ == "DecodeError":
         return f"the API server answered something that is not Kubernetes JSON: {exc}"
     if isinstance(exc, httpx2.HTTPError):

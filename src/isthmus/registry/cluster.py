@@ -57,8 +57,8 @@ class ClusterRegistry:
         self.slices_of: dict[Key, set[Key]] = {}  # service -> its slices
         self.pods_by_ip: dict[str, KPod] = {}
         self.endpoints: dict[Key, tuple[Endpoint, ...]] = {}
-        self.services_of_pod: dict[Key, set[Key]] = {}  # pod -> services whose endpoints it backs
         self.services_of_node: dict[str, set[Key]] = {}
+        self.services_of_address: dict[str, set[Key]] = {}  # endpoint IP -> services (its pod may come later)
         name = self.description
         self.nodes: Informer[KNode] = Informer(
             client, Nodes, projections.node, self._node_changed, name=f"{name}: nodes"
@@ -158,7 +158,12 @@ class ClusterRegistry:
         if new is not None:
             self.pods_by_ip[new.ip] = new
         self.sink.workload_changed(self.cluster, old, new)
-        for service in list(self.services_of_pod.get(key, ())):
+        # Services with an endpoint at the pod's address, whether it was built with the pod or before it came.
+        affected: set[Key] = set()
+        for pod in (old, new):
+            if pod is not None:
+                affected |= self.services_of_address.get(pod.ip, set())
+        for service in affected:
             self._rebuild(service)
 
     def _node_changed(self, key: Key, old: KNode | None, new: KNode | None) -> None:
@@ -175,22 +180,20 @@ class ClusterRegistry:
     def _rebuild(self, service: Key) -> None:
         previous = self.endpoints.get(service, ())
         for endpoint in previous:
-            if endpoint.workload:
-                backed = self.services_of_pod.get((endpoint.namespace, endpoint.workload))
-                if backed is not None:
-                    backed.discard(service)
-                    if not backed:
-                        del self.services_of_pod[(endpoint.namespace, endpoint.workload)]
             if endpoint.node:
                 on_node = self.services_of_node.get(endpoint.node)
                 if on_node is not None:
                     on_node.discard(service)
+            at_address = self.services_of_address.get(endpoint.address)
+            if at_address is not None:
+                at_address.discard(service)
+                if not at_address:
+                    del self.services_of_address[endpoint.address]
         endpoints = self._build(service)
         for endpoint in endpoints:
-            if endpoint.workload:
-                self.services_of_pod.setdefault((endpoint.namespace, endpoint.workload), set()).add(service)
             if endpoint.node:
                 self.services_of_node.setdefault(endpoint.node, set()).add(service)
+            self.services_of_address.setdefault(endpoint.address, set()).add(service)
         if endpoints:
             self.endpoints[service] = endpoints
         else:
