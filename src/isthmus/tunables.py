@@ -93,6 +93,12 @@ CLUSTER_STALE_AFTER = _seconds(
     "seconds a cluster's watches may fail before it is marked stale (its last-known endpoints are kept)",
 )
 
+CLUSTER_STATE_CHECK = _seconds(
+    "cluster_state_check",
+    1.0,
+    "seconds between checks of each cluster's state (syncing, synced, stale, failed)",
+)
+
 # -- Discovery --------------------------------------------------------------------------------------------
 DEBOUNCE_AFTER = _seconds(
     "debounce_after", 0.02, "seconds the push queue waits for more changes before pushing (quiet period)"

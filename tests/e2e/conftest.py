@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 if os.geteuid() != 0:
     pytest.exit(

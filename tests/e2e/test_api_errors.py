@@ -19,7 +19,7 @@ import httpx2 as httpx
 import pytest
 import yaml
 
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 RFC1123_SUBDOMAIN = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from localkit import Kubectl, LocalClusters, isthmus_command
+from tests.e2e.localkit import Kubectl, LocalClusters, isthmus_command
 
 T = TypeVar("T")
 JsonObject = dict[str, Any]

@@ -21,7 +21,7 @@ from isthmus.local.apiserver.tokens import (
     generate_signing_key,
     load_signing_key,
 )
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 MULTI_DOC = """\
 apiVersion: v1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localkit import Kubectl, LocalClusters, isthmus_command
+from tests.e2e.localkit import Kubectl, LocalClusters, isthmus_command
 
 
 def _hosts_lines(run_marker: str) -> list[str]:

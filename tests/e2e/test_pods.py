@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 SAMPLES = Path(__file__).parent / "fixtures" / "istio-samples"
 

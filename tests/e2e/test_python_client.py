@@ -30,7 +30,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 from lightkube.types import OnErrorResult, PatchType, on_error_retry
 
-from localkit import LocalClusters
+from tests.e2e.localkit import LocalClusters
 
 T = TypeVar("T")
 EVENT_TIMEOUT = 10.0

@@ -27,7 +27,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from isthmus.local.apiserver.config import ApiServerConfig
-from localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters
 
 NS = "shop"
 NODE = "fake-node"

@@ -106,7 +106,10 @@ def parse(text: str, namespace: str = "istio-system") -> MeshConfig:
         out["trust_domain"] = trust_domain
     if "trustDomainAliases" in data:
         aliases = _expect(data["trustDomainAliases"], list, "trustDomainAliases", "a list of domain names")
-        out["trust_domain_aliases"] = tuple(str(a) for a in aliases)
+        for i, alias in enumerate(aliases):
+            if not isinstance(alias, str) or not _DOMAIN.match(alias):
+                raise MeshConfigError(f"trustDomainAliases[{i}]: {alias!r} is not a valid domain name")
+        out["trust_domain_aliases"] = tuple(aliases)
     if "rootNamespace" in data:
         out["root_namespace"] = _expect(data["rootNamespace"], str, "rootNamespace", "a namespace name")
     if "outboundTrafficPolicy" in data:
@@ -123,6 +126,10 @@ def parse(text: str, namespace: str = "istio-system") -> MeshConfig:
         timeout = str(_expect(data["connectTimeout"], str, "connectTimeout", "a duration such as 10s"))
         if not _DURATION.match(timeout):
             raise MeshConfigError(f"connectTimeout: {timeout!r} is not a duration such as 10s or 1m30s")
+        if not re.search(r"[1-9]", timeout):
+            raise MeshConfigError(
+                f"connectTimeout: {timeout!r} must be at least 1ms (Envoy refuses a zero timeout)"
+            )
         out["connect_timeout"] = timeout
     if "accessLogFile" in data:
         out["access_log_file"] = _expect(data["accessLogFile"], str, "accessLogFile", "a file path")

@@ -155,6 +155,12 @@ class Informer(Generic[T]):
             key = self.key(obj)
             self._apply(key, None if kind == "DELETED" else self.project(obj))
 
+    async def _probe(self) -> None:
+        """The cheapest read of this resource (one object)."""
+        client: Any = self.client
+        async for _ in client.list(self.resource, chunk_size=1, **self._scope()):
+            break
+
     def _scope(self) -> dict[str, str]:
         """Namespaced resources are read in `namespace` ("*": all); cluster-scoped ones have none."""
         return {"namespace": self.namespace} if issubclass(self.resource, res.NamespacedResource) else {}
@@ -176,6 +182,9 @@ class Informer(Generic[T]):
                     need_list = False
                     self._recovered()
                     self.synced.set()
+                elif self.error:
+                    await self._probe()  # a resumed watch may see no events: prove the server answers
+                    self._recovered()
                 await self._watch()
                 delay = tunables.KUBE_BACKOFF_INITIAL.get()
                 continue  # the server ended the watch (timeout): renew it from the last version

@@ -100,7 +100,7 @@ _TOKENS = {
     "mysql": Protocol.MYSQL,
     "h2c": Protocol.HTTP2,
     "ws": Protocol.HTTP,
-    "wss": Protocol.HTTP,
+    "wss": Protocol.HTTPS,
 }
 
 
@@ -109,10 +109,8 @@ def protocol_of(name: str, app_protocol: str | None, transport: str = "TCP") -> 
     `grpc-x`); a UDP port is UDP; anything else is plain TCP."""
     if transport.upper() == "UDP":
         return Protocol.UDP
-    if app_protocol:
-        chosen = _TOKENS.get(app_protocol.lower().removeprefix("kubernetes.io/"))
-        if chosen is not None:
-            return chosen
+    if app_protocol:  # when set it decides, even when Istio does not know it (then: plain TCP)
+        return _TOKENS.get(app_protocol.lower().removeprefix("kubernetes.io/"), Protocol.TCP)
     lowered = name.lower()
     if lowered.startswith("grpc-web"):
         return Protocol.GRPC_WEB
@@ -137,11 +135,19 @@ class Locality:
 
     @property
     def label(self) -> str:
-        return "/".join(p for p in (self.region, self.zone, self.subzone) if p) if self.region else ""
+        """`region/zone/subzone`, stopping at the first missing part (as Istio's LocalityToString)."""
+        parts = []
+        for part in (self.region, self.zone, self.subzone):
+            if not part:
+                break
+            parts.append(part)
+        return "/".join(parts)
 
     @classmethod
     def parse(cls, label: str) -> Locality:
-        parts = [*label.replace(".", "/").split("/"), "", "", ""][:3] if label else ["", "", ""]
+        """From Istio's `istio-locality` label: `/`-separated, or `.`-separated when it has no `/` at all."""
+        separator = "/" if "/" in label else "."
+        parts = [*label.split(separator, 2), "", "", ""][:3] if label else ["", "", ""]
         return cls(parts[0], parts[1], parts[2])
 
 

@@ -37,6 +37,8 @@ class RegistrySink(Protocol):
 
     def workload_changed(self, cluster: ClusterId, old: KPod | None, new: KPod | None) -> None: ...
 
+    def cluster_state_changed(self, cluster: ClusterId, state: str) -> None: ...
+
 
 class ClusterRegistry:
     def __init__(
@@ -87,7 +89,21 @@ class ClusterRegistry:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks = [asyncio.get_running_loop().create_task(self._run(), name=f"registry {self.cluster}")]
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"registry {self.cluster}"),
+            loop.create_task(self._watch_state(), name=f"registry {self.cluster}: state"),
+        ]
+
+    async def _watch_state(self) -> None:
+        """Report each change of `state` (syncing, synced, stale, failed) to the sink."""
+        reported = ""
+        while True:
+            state = self.state
+            if state != reported:
+                reported = state
+                self.sink.cluster_state_changed(self.cluster, state)
+            await asyncio.sleep(tunables.CLUSTER_STATE_CHECK.get())
 
     async def _run(self) -> None:
         """Start the informers in dependency order (pods before slices: endpoints are built once, with their

@@ -52,6 +52,8 @@ from isthmus.local.apiserver.store import DELETED, Stored, WatchEvent
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+
 JsonObject = dict[str, Any]
 PATCH_TYPES = (PATCH_JSON, PATCH_MERGE, PATCH_STRATEGIC, PATCH_APPLY_YAML, PATCH_APPLY_CBOR)
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
@@ -175,10 +177,13 @@ class ApiHandlers:
         self.virtual_handlers: dict[tuple[str, str], SubresourceHandler] = {}
         self.non_resource_handlers: dict[str, NonResourceHandler] = {}
         self.ready = False
+        self.stopping = False
 
     # -- entry point --------------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.stopping:
+            return status_response(StatusError(503, "ServiceUnavailable", "the API server is shutting down"))
         try:
             return await self._handle(request)
         except StatusError as exc:
@@ -361,7 +366,7 @@ class ApiHandlers:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise request_entity_too_large(request.app["max_request_bytes"]) from None
+            raise request_entity_too_large(request.app[MAX_REQUEST_BYTES]) from None
         content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         return body, content_type
 

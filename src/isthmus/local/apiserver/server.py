@@ -30,7 +30,7 @@ from isthmus.local.apiserver.binding import Bindings
 from isthmus.local.apiserver.config import ApiServerConfig
 from isthmus.local.apiserver.controllers import ControllerContext, ControllerManager
 from isthmus.local.apiserver.discovery import Discovery
-from isthmus.local.apiserver.handlers import ApiHandlers
+from isthmus.local.apiserver.handlers import MAX_REQUEST_BYTES, ApiHandlers
 from isthmus.local.apiserver.identity import Identity
 from isthmus.local.apiserver.objects import Objects
 from isthmus.local.apiserver.openapi import OpenApi
@@ -46,6 +46,8 @@ from isthmus.local.apiserver.strategies import Strategies
 from isthmus.local.apiserver.tokens import ServiceAccountTokens, load_signing_key
 
 log = logging.getLogger("isthmus.apiserver")
+
+SHUTDOWN_GRACE = 2.0  # seconds requests in flight (exec, logs, proxies) get when the server stops
 
 ADMIN_USER = UserInfo("kubernetes-admin", groups=(SYSTEM_MASTERS, AUTHENTICATED))
 
@@ -110,7 +112,7 @@ class ApiServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)
-        app["max_request_bytes"] = self.config.max_request_bytes
+        app[MAX_REQUEST_BYTES] = self.config.max_request_bytes
         app.router.add_route("*", "/{tail:.*}", self.handlers.handle)
         return app
 
@@ -124,7 +126,9 @@ class ApiServer:
         await self.controllers.prepare()
         self.store.start_history()
         self.controllers.start()
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -144,10 +148,13 @@ class ApiServer:
         )
 
     async def stop(self) -> None:
+        """New requests are refused (503) from here on; open watches end, requests in flight get
+        SHUTDOWN_GRACE seconds, then the store is flushed and closed."""
         self.handlers.ready = False
-        await self.controllers.stop()
+        self.handlers.stopping = True
         for resource in list(self.store.resources()):
             self.store.close_watchers(resource)
+        await self.controllers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.store.persisted()
