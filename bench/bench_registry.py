@@ -363,8 +363,9 @@ async def run(folder: Path) -> dict[str, float]:
         [
             sys.executable,
             "-c",
-            "import isthmus.discovery.server, resource, sys; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+            # VmRSS, not ru_maxrss: the latter is inherited from this (large) process through fork and exec.
+            "import isthmus.discovery.server; "
+            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))",
         ],
         capture_output=True,
         text=True,
