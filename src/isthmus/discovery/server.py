@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from isthmus import tunables
+from isthmus.aio import cancel_all
 from isthmus.config.mesh import MeshConfig, MeshWatcher
 from isthmus.discovery import metrics
 from isthmus.model import ClusterId, Event, MeshChanged
@@ -109,11 +110,7 @@ class Discovery:
         )
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         for registry in list(self.aggregate.clusters.values()):
             await registry.stop()
         for runner in self._runners:

@@ -10,7 +10,6 @@ stays and `state` says `stale`; informers resume or relist on their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +17,7 @@ from typing import Protocol
 from lightkube import AsyncClient
 
 from isthmus import tunables
+from isthmus.aio import cancel_all
 from isthmus.kube.informer import Informer, Key
 from isthmus.kube.resources import EndpointSlices, Nodes, Pods, Services
 from isthmus.model import ClusterId, Endpoint, FrozenMap, Locality, TlsMode
@@ -116,11 +116,7 @@ class ClusterRegistry:
         self.synced.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     async def reconnect(self, client: AsyncClient) -> None:

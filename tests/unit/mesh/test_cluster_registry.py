@@ -120,6 +120,16 @@ async def synced_mesh(mesh: Mesh, primary: Cluster, remote: Cluster) -> None:
     await mesh.add_synced(REMOTE, remote.api.client())
 
 
+async def bookinfo_mesh(apiservers: StartServer, meshes: MakeMesh) -> tuple[Cluster, Cluster, Mesh]:
+    """Both clusters with bookinfo, synced into a mesh whose event record starts empty."""
+    primary, remote = await two_clusters(apiservers)
+    await bookinfo(primary, remote)
+    mesh = meshes()
+    await synced_mesh(mesh, primary, remote)
+    mesh.events.clear()
+    return primary, remote, mesh
+
+
 def by_address(endpoints: list[Endpoint]) -> dict[str, Endpoint]:
     return {e.address: e for e in endpoints}
 
@@ -255,11 +265,7 @@ async def test_a_slice_change_emits_endpoints_changed_for_that_service_and_clust
 async def test_an_endpoint_that_is_not_ready_stays_with_its_condition(
     apiservers: StartServer, meshes: MakeMesh
 ) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    primary, _remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await primary.kube.update(
         endpoint_slice(
             NS,
@@ -274,11 +280,7 @@ async def test_an_endpoint_that_is_not_ready_stays_with_its_condition(
 
 
 async def test_removing_a_slice_removes_its_endpoints(apiservers: StartServer, meshes: MakeMesh) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    _primary, remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await remote.kube.delete(EndpointSlice, "reviews-r", NS)
     await eventually(lambda: mesh.events.seen == [EndpointsChanged(REVIEWS, REMOTE)])
     assert [e.cluster for e in mesh.aggregate.endpoints_of(REVIEWS)] == [PRIMARY]
@@ -286,11 +288,7 @@ async def test_removing_a_slice_removes_its_endpoints(apiservers: StartServer, m
 
 
 async def test_a_pod_label_change_updates_its_endpoints(apiservers: StartServer, meshes: MakeMesh) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    primary, _remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await primary.kube.patch(Pod, "reviews-v1", {"metadata": {"labels": {"version": "v1b"}}}, NS)
     await eventually(lambda: EndpointsChanged(REVIEWS, PRIMARY) in mesh.events.seen)
     assert WorkloadChanged(PRIMARY, NS, "reviews-v1") in mesh.events.seen
@@ -301,11 +299,7 @@ async def test_a_pod_label_change_updates_its_endpoints(apiservers: StartServer,
 async def test_a_node_locality_change_updates_the_endpoints_on_it(
     apiservers: StartServer, meshes: MakeMesh
 ) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    primary, _remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await primary.kube.patch(
         Node, "node-a", {"metadata": {"labels": {"topology.kubernetes.io/zone": "us-east1-c"}}}
     )
@@ -387,11 +381,7 @@ async def test_a_headless_service_has_no_vip(apiservers: StartServer, meshes: Ma
 async def test_deleting_a_service_in_one_cluster_keeps_the_others(
     apiservers: StartServer, meshes: MakeMesh
 ) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    primary, remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await remote.kube.delete(Service, "reviews", NS)
     await eventually(lambda: ServiceChanged(REVIEWS, REMOTE) in mesh.events.seen)
     reviews = mesh.aggregate.service(REVIEWS)
@@ -450,11 +440,7 @@ async def test_adding_a_cluster_is_announced(apiservers: StartServer, meshes: Ma
 
 
 async def test_a_trust_domain_change_rebuilds_identities(apiservers: StartServer, meshes: MakeMesh) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    _primary, _remote, mesh = await bookinfo_mesh(apiservers, meshes)
 
     mesh.aggregate.set_trust_domain("cluster.local")  # unchanged: nothing to do
     assert mesh.events.seen == []
@@ -563,11 +549,7 @@ async def test_a_slice_moved_to_another_service_moves_its_endpoints(
 
 
 async def test_a_deleted_pod_is_forgotten(apiservers: StartServer, meshes: MakeMesh) -> None:
-    primary, remote = await two_clusters(apiservers)
-    await bookinfo(primary, remote)
-    mesh = meshes()
-    await synced_mesh(mesh, primary, remote)
-    mesh.events.clear()
+    _primary, remote, mesh = await bookinfo_mesh(apiservers, meshes)
     await remote.kube.delete(Pod, "reviews-v2", NS)
     await eventually(lambda: mesh.aggregate.cluster_of_ip("10.245.0.20") is None, what="the pod forgotten")
     assert WorkloadChanged(REMOTE, NS, "reviews-v2") in mesh.events.seen

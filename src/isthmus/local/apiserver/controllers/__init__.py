@@ -4,8 +4,8 @@ each module is one controller; `ControllerManager` prepares them before serving 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from isthmus.aio import cancel_all
 from isthmus.local.apiserver.controllers.base import Controller, ControllerContext, SharedWorkers
 from isthmus.local.apiserver.controllers.bootstrap import Bootstrap
 from isthmus.local.apiserver.controllers.crds import CrdController
@@ -56,9 +56,5 @@ class ControllerManager:
         self._tasks = [loop.create_task(c.run(), name=c.name) for c in self.controllers]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
