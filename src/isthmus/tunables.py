@@ -107,6 +107,30 @@ DEBOUNCE_MAX = _seconds(
     "debounce_max", 0.1, "longest a change may wait in the push queue while more keep arriving"
 )
 
+# -- xDS --------------------------------------------------------------------------------------------------
+XDS_INITIAL_SYNC_CONCURRENCY = _integer(
+    "xds_initial_sync_concurrency",
+    32,
+    "proxies whose first full configuration is built and sent at once (a reconnect storm after a restart "
+    "waits its turn instead of starving pushes to proxies already in sync)",
+)
+XDS_KEEPALIVE = _seconds(
+    "xds_keepalive", 30.0, "seconds between HTTP/2 keepalive pings on an idle xDS stream"
+)
+XDS_KEEPALIVE_TIMEOUT = _seconds(
+    "xds_keepalive_timeout",
+    10.0,
+    "seconds a proxy may take to answer a keepalive ping before its stream is closed",
+)
+XDS_MAX_RECEIVE_BYTES = _integer(
+    "xds_max_receive_bytes",
+    4 * 1024 * 1024,
+    "largest request a proxy may send (a NACK carries its error text)",
+)
+XDS_MAX_SEND_BYTES = _integer(
+    "xds_max_send_bytes", 64 * 1024 * 1024, "largest response sent to a proxy (all clusters of a large mesh)"
+)
+
 
 def table() -> list[tuple[str, str, str]]:
     """(environment variable, current value, doc) of every tunable."""

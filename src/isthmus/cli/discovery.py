@@ -68,6 +68,7 @@ def discovery(
         http_address=http_address,
         monitoring_address=monitoring_address,
         grpc_address=grpc_address,
+        pod_name=os.environ.get("POD_NAME", ""),
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(client, options))

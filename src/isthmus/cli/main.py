@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from isthmus import __version__, tunables
-from isthmus.cli import local
+from isthmus.cli import agent, local
 from isthmus.cli.discovery import discovery
+from isthmus.cli.proxy_status import proxy_status
 
 app = typer.Typer(
     name="isthmus",
@@ -16,7 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(local.app, name="local")
+app.add_typer(agent.app, name="agent")
 app.command()(discovery)
+app.command(name="proxy-status")(proxy_status)
 
 
 @app.command(name="tunables")

@@ -5,7 +5,10 @@ config, and the HTTP endpoints to watch them.
   `/debug/endpointz` (endpoints per service; `?service=HOSTNAME` for one), `/debug/clusterz` (every cluster:
   id, Secret, synced, stale, last error), `/debug/meshz` (the mesh config in use and its last error),
   `/debug/events` (a stream of the aggregate's change events as JSON lines, with their wall-clock time);
-- `--monitoring-address` (default 127.0.0.1:15014): `/metrics` in Prometheus' format.
+  `/debug/syncz` (every connected proxy, per xDS type SYNCED / STALE / NOT SENT), `/debug/config_dump?proxy=`
+  (what one proxy was sent), `/debug/configz` (the traffic config in use and the objects rejected, with why);
+- `--monitoring-address` (default 127.0.0.1:15014): `/metrics` in Prometheus' format;
+- `--grpc-address` (default 127.0.0.1:15010): xDS (ADS, state of the world and delta), plaintext.
 The control plane is ready once the primary cluster synced and the remote clusters synced, or
 `ISTHMUS_REMOTE_CLUSTER_TIMEOUT` seconds passed (an unreachable remote does not hold it back).
 """
@@ -29,11 +32,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from isthmus import tunables
 from isthmus.aio import cancel_all
 from isthmus.config.mesh import MeshConfig, MeshWatcher
+from isthmus.config.store import ConfigStore
 from isthmus.discovery import metrics
 from isthmus.model import ClusterId, Event, MeshChanged
 from isthmus.registry.aggregate import Aggregate
 from isthmus.registry.cluster import ClusterRegistry
 from isthmus.registry.remotes import RemoteSecrets
+from isthmus.xds.server import XdsServer
+from isthmus.xds.view import MeshSources
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
@@ -46,6 +52,7 @@ class DiscoveryOptions:
     http_address: str = "127.0.0.1:8080"
     monitoring_address: str = "127.0.0.1:15014"
     grpc_address: str = "127.0.0.1:15010"
+    pod_name: str = ""  # this process's pod (POD_NAME), shown by proxy-status
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -73,8 +80,12 @@ class Discovery:
         self.remotes = RemoteSecrets(
             client, options.namespace, self.aggregate, lambda: self.mesh.config.trust_domain
         )
+        self.config = ConfigStore(client, lambda: self.mesh.config.root_namespace)
+        self.xds = XdsServer(MeshSources(self.aggregate, self.config, lambda: self.mesh.config))
         self.ready = asyncio.Event()
         self.aggregate.listeners.append(self._count)
+        self.aggregate.listeners.append(self.xds.on_event)
+        self.config.listeners.append(self.xds.on_event)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
 
@@ -92,7 +103,9 @@ class Discovery:
             loop.create_task(self.mesh.run(), name="mesh config"),
             loop.create_task(self.remotes.run(), name="remote clusters"),
             loop.create_task(self._become_ready(), name="readiness"),
+            *(loop.create_task(i.run(), name=i.name) for i in self.config.informers),
         ]
+        await self.xds.start(self.options.grpc_address)
         for address, app in (
             (self.options.http_address, self._debug_app()),
             (self.options.monitoring_address, self._monitoring_app()),
@@ -110,6 +123,7 @@ class Discovery:
         )
 
     async def stop(self) -> None:
+        await self.xds.stop()
         await cancel_all(self._tasks)
         for registry in list(self.aggregate.clusters.values()):
             await registry.stop()
@@ -152,6 +166,9 @@ class Discovery:
         app.router.add_get("/debug/clusterz", self.clusterz)
         app.router.add_get("/debug/meshz", self.meshz)
         app.router.add_get("/debug/events", self.events)
+        app.router.add_get("/debug/syncz", self.syncz)
+        app.router.add_get("/debug/config_dump", self.config_dump)
+        app.router.add_get("/debug/configz", self.configz)
         return app
 
     def _monitoring_app(self) -> web.Application:
@@ -272,6 +289,35 @@ class Discovery:
         config["raw"] = dict(self.mesh.config.raw)
         config["locality_lb"] = dict(self.mesh.config.locality_lb)
         return self._json({"config": config, "error": self.mesh.error})
+
+    async def syncz(self, request: web.Request) -> web.Response:
+        return self._json({"proxies": self.xds.syncz(), "pilot": self.options.pod_name})
+
+    async def config_dump(self, request: web.Request) -> web.Response:
+        proxy = request.query.get("proxy", "")
+        if not proxy:
+            return self._json({"error": "say which proxy: ?proxy=POD.NAMESPACE (or its node id or IP)"}, 400)
+        dump = self.xds.config_dump(proxy)
+        if dump is None:
+            return self._json({"error": f"no proxy {proxy!r} is connected (see /debug/syncz)"}, 404)
+        return self._json(dump)
+
+    async def configz(self, request: web.Request) -> web.Response:
+        config = self.config
+        return self._json(
+            {
+                "virtualServices": sorted(f"{n}/{m}" for n, m in config.virtual_services.objects),
+                "destinationRules": sorted(f"{n}/{m}" for n, m in config.destination_rules.objects),
+                "sidecars": sorted(f"{n}/{m}" for n, m in config.sidecars.objects),
+                "errors": [
+                    {"kind": kind, "namespace": namespace, "name": name, "error": error}
+                    for (kind, namespace, name), error in sorted(config.errors.items())
+                ],
+                "informers": {
+                    i.name: {"synced": i.synced.is_set(), "error": i.error} for i in config.informers
+                },
+            }
+        )
 
 
 async def serve(client: AsyncClient, options: DiscoveryOptions) -> None:

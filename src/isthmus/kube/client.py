@@ -33,6 +33,17 @@ def from_file(path: str, context: str | None = None) -> AsyncClient:
         raise KubeconfigError(f"the kubeconfig {path} cannot be used: {exc}") from None
 
 
+def default(context: str | None = None) -> AsyncClient:
+    """As kubectl finds its cluster: $KUBECONFIG (its first file), else ~/.kube/config."""
+    import os
+    from pathlib import Path
+
+    path = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
+    if not Path(path).exists():
+        raise KubeconfigError(f"no kubeconfig at {path}: pass --kubeconfig FILE or set KUBECONFIG")
+    return from_file(path, context)
+
+
 def in_cluster() -> AsyncClient:
     try:
         return _client(KubeConfig.from_service_account())

@@ -31,3 +31,16 @@ Namespaces = _global("", "v1", "Namespace", "namespaces")
 def custom(group: str, version: str, kind: str, plural: str, namespaced: bool = True) -> type[res.Resource]:
     """A raw resource class for a custom resource (Istio's config kinds)."""
     return _namespaced(group, version, kind, plural) if namespaced else _global(group, version, kind, plural)
+
+
+def pod_proxy(path: str) -> type[res.Resource]:
+    """GET through the API server to a pod's HTTP port: `client.get(pod_proxy("debug/syncz"), "POD:PORT",
+    namespace=NS)` (the `pods/proxy` subresource, which works on real clusters as on local ones)."""
+    api = res.ApiInfo(
+        resource=res.ResourceDef("", "v1", "PodProxy"),
+        parent=res.ResourceDef("", "v1", "Pod"),
+        plural="pods",
+        verbs=["get"],
+        action=f"proxy/{path.lstrip('/')}",
+    )
+    return type("PodProxy", (GenericNamespacedResource,), {"_api_info": api})

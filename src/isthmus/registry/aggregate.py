@@ -51,6 +51,7 @@ class Aggregate:
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, dict[ClusterId, tuple[Endpoint, ...]]] = {}
         self.workloads_by_ip: dict[str, Workload] = {}
+        self.hosts_by_ip: dict[str, set[str]] = {}  # endpoint address -> the services it serves
         self.listeners: list[Callable[[Event], None]] = []
         self.trust_domain = "cluster.local"
 
@@ -89,6 +90,7 @@ class Aggregate:
             return
         await registry.stop()
         for host in [h for h, shards in self.endpoints.items() if cluster in shards]:
+            self._index(host, self.endpoints[host][cluster], ())
             del self.endpoints[host][cluster]
             if not self.endpoints[host]:
                 del self.endpoints[host]
@@ -153,9 +155,24 @@ class Aggregate:
             self.services[host] = merged
             self.emit(ServiceChanged(host, cluster))
 
+    def hosts_at(self, ip: str) -> set[str]:
+        """The services with an endpoint at this address (a proxy's inbound side)."""
+        return self.hosts_by_ip.get(ip, set())
+
+    def _index(self, host: str, old: tuple[Endpoint, ...], new: tuple[Endpoint, ...]) -> None:
+        for endpoint in old:
+            hosts = self.hosts_by_ip.get(endpoint.address)
+            if hosts is not None:
+                hosts.discard(host)
+                if not hosts:
+                    del self.hosts_by_ip[endpoint.address]
+        for endpoint in new:
+            self.hosts_by_ip.setdefault(endpoint.address, set()).add(host)
+
     def endpoints_changed(self, cluster: ClusterId, key: Key, endpoints: tuple[Endpoint, ...]) -> None:
         host = hostname(*key)
         shards = self.endpoints.setdefault(host, {})
+        self._index(host, shards.get(cluster, ()), endpoints)
         if endpoints:
             shards[cluster] = endpoints
         else:

@@ -1,0 +1,1 @@
+"""The sidecar agent: Envoy bootstrap, running Envoy, health on the status port."""
