@@ -41,7 +41,7 @@ class _Kind(Generic[C]):
     def __init__(
         self,
         store: ConfigStore,
-        client: AsyncClient,
+        client: AsyncClient | None,
         kind: crds.Kind,
         parse: Callable[[str, str, JsonObject, str], C],
     ) -> None:
@@ -51,9 +51,20 @@ class _Kind(Generic[C]):
         self.objects: dict[Key, C] = {}
         version = kind.storage
         resource = custom(kind.group, version, kind.kind, kind.plural)
-        self.informer: Informer[C] = Informer(
-            client, resource, self._project, self._changed, name=f"{kind.kind} ({kind.name})"
+        self.informer: Informer[C] | None = (
+            Informer(client, resource, self._project, self._changed, name=f"{kind.kind} ({kind.name})")
+            if client is not None
+            else None
         )
+
+    def apply(self, obj: JsonObject) -> None:
+        """Take an object as the informer would (validated; an invalid one reported and not used)."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        new = self._project(obj)
+        old = self.objects.get(key)
+        if new != old:
+            self._changed(key, old, new)
 
     def _project(self, obj: JsonObject) -> C | None:
         meta = obj.get("metadata") or {}
@@ -85,7 +96,9 @@ class _Kind(Generic[C]):
 
 
 class ConfigStore:
-    def __init__(self, client: AsyncClient, root_namespace: Callable[[], str]) -> None:
+    """`client` None: no informers; objects come through `apply` (tests, config from files)."""
+
+    def __init__(self, client: AsyncClient | None, root_namespace: Callable[[], str]) -> None:
         self.root_namespace = root_namespace
         self.errors: dict[tuple[str, str, str], str] = {}
         self.listeners: list[Callable[[ConfigChanged], None]] = []
@@ -100,7 +113,20 @@ class ConfigStore:
 
     @property
     def informers(self) -> list[Informer[Any]]:
-        return [self.virtual_services.informer, self.destination_rules.informer, self.sidecars.informer]
+        kinds: list[_Kind[Any]] = [self.virtual_services, self.destination_rules, self.sidecars]
+        return [k.informer for k in kinds if k.informer is not None]
+
+    def apply(self, obj: JsonObject) -> None:
+        """Add or change a config object (by its kind), as if it came from the cluster."""
+        kinds: dict[str, _Kind[Any]] = {
+            "VirtualService": self.virtual_services,
+            "DestinationRule": self.destination_rules,
+            "Sidecar": self.sidecars,
+        }
+        kind = kinds.get(str(obj.get("kind")))
+        if kind is None:
+            raise ValueError(f"{obj.get('kind')!r} is not a config kind the store keeps ({', '.join(kinds)})")
+        kind.apply(obj)
 
     def changed(self, event: ConfigChanged) -> None:
         if event.kind == "DestinationRule":

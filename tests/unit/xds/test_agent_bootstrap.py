@@ -1,0 +1,81 @@
+"""The sidecar agent's Envoy bootstrap from the injected container's environment and arguments, checked by
+Envoy itself; and the errors when the environment is incomplete."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from isthmus.agent.bootstrap import AgentOptions, BootstrapError, bootstrap, identity
+from isthmus.agent.envoy import bundled_binary
+
+ENV = {
+    "POD_NAME": "helloworld-v1-abc",
+    "POD_NAMESPACE": "sample",
+    "INSTANCE_IP": "10.44.1.7",
+    "SERVICE_ACCOUNT": "default",
+    "ISTIO_META_CLUSTER_ID": "Kubernetes",
+    "ISTIO_META_INTERCEPTION_MODE": "REDIRECT",
+    "ISTIO_METAJSON_LABELS": '{"app": "helloworld", "version": "v1"}',
+}
+
+
+def test_the_node_is_istios() -> None:
+    config = bootstrap(AgentOptions(service_cluster="helloworld.sample"), identity(ENV), "0.1.0")
+    assert config["node"]["id"] == "sidecar~10.44.1.7~helloworld-v1-abc.sample~sample.svc.cluster.local"
+    assert config["node"]["cluster"] == "helloworld.sample"
+    metadata = config["node"]["metadata"]
+    assert metadata["CLUSTER_ID"] == "Kubernetes" and metadata["LABELS"] == {
+        "app": "helloworld",
+        "version": "v1",
+    }
+    assert metadata["NAMESPACE"] == "sample" and metadata["ISTIO_VERSION"] == "0.1.0"
+    xds = config["static_resources"]["clusters"][0]
+    assert (
+        xds["name"] == "xds-grpc" and xds["type"] == "STRICT_DNS"
+    )  # a changed control-plane address is followed
+    address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]
+    assert (address["address"], address["port_value"]) == ("istio-pilot.istio-system", 15010)
+    assert config["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+
+
+def test_an_ip_discovery_address_is_static() -> None:
+    config = bootstrap(AgentOptions(discovery_address="10.44.0.9:15010", delta=False), identity(ENV), "x")
+    assert config["static_resources"]["clusters"][0]["type"] == "STATIC"
+    assert config["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+
+
+def test_envoy_accepts_the_bootstrap(tmp_path: Path) -> None:
+    path = tmp_path / "envoy-rev0.json"
+    path.write_text(json.dumps(bootstrap(AgentOptions(), identity(ENV), "0.1.0")))
+    result = subprocess.run(
+        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({k: v for k, v in ENV.items() if k != "INSTANCE_IP"}, "INSTANCE_IP not set"),
+        ({**ENV, "INSTANCE_IP": "pod-ip"}, "INSTANCE_IP='pod-ip' is not an IP address"),
+        ({**ENV, "ISTIO_METAJSON_LABELS": "{app"}, "ISTIO_METAJSON_LABELS is not JSON"),
+    ],
+)
+def test_an_incomplete_environment_is_explained(env: dict[str, str], says: str) -> None:
+    with pytest.raises(BootstrapError) as caught:
+        identity(env)
+    assert says in str(caught.value)
+
+
+def test_a_bad_discovery_address_is_explained() -> None:
+    with pytest.raises(BootstrapError, match="--discoveryAddress 'istio-pilot' is not HOST:PORT"):
+        bootstrap(AgentOptions(discovery_address="istio-pilot"), identity(ENV), "x")
