@@ -57,7 +57,3 @@ def test_bad_node_ids_are_explained(node_id: str, says: str) -> None:
     with pytest.raises(NodeError) as caught:
         parse(make(node_id))
     assert says in str(caught.value)
-            "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local" in str(caught.value)
-            or "type" in says
-            or "IP" in says
-        )
