@@ -1,0 +1,270 @@
+"""The mesh in local clusters, written by hand as the install and injection issues will later write it: the
+control plane (`isthmus discovery` as the istio-pilot Deployment in the primary, with Istio's CRDs and its
+RBAC), the seed's remote side (reader account, selector-less istio-pilot Service and Endpoints), and workloads
+with a sidecar: an init container that sets the capture rules with plain iptables commands, the app, and
+`isthmus agent` as uid 1337."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from isthmus.config.crds import definitions
+from tests.e2e.localkit import Kubectl
+from tests.e2e.seedkit import NAMESPACE, PILOT_PORTS, READER_RBAC, wait_until
+
+JsonObject = dict[str, Any]
+ISTHMUS_IMAGE = "docker.io/isthmus/isthmus:0.1.0"
+GENERIC_IMAGE = "isthmus.dev/host"
+PROXY_UID = 1337
+
+# Istio 1.4's istio-iptables in REDIRECT mode, as plain commands (`isthmus iptables` comes with injection).
+CAPTURE = """
+set -e
+iptables -t nat -N ISTIO_REDIRECT
+iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+iptables -t nat -N ISTIO_IN_REDIRECT
+iptables -t nat -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+iptables -t nat -N ISTIO_INBOUND
+iptables -t nat -A PREROUTING -p tcp -j ISTIO_INBOUND
+iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+iptables -t nat -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
+iptables -t nat -N ISTIO_OUTPUT
+iptables -t nat -A OUTPUT -p tcp -j ISTIO_OUTPUT
+iptables -t nat -A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
+iptables -t nat -A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+iptables -t nat -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
+iptables -t nat -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+iptables -t nat -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
+iptables -t nat -A ISTIO_OUTPUT -j ISTIO_REDIRECT
+"""
+
+PILOT_RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: istio-pilot-service-account
+  namespace: {NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: istio-pilot-{NAMESPACE}
+rules:
+- apiGroups: [networking.istio.io, security.istio.io]
+  resources: ["*"]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [endpoints, pods, services, nodes, namespaces, configmaps, secrets]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: istio-pilot-{NAMESPACE}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: istio-pilot-{NAMESPACE}
+subjects:
+- kind: ServiceAccount
+  name: istio-pilot-service-account
+  namespace: {NAMESPACE}
+"""
+
+
+def _field(path: str) -> JsonObject:
+    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None) -> JsonObject:
+    env_list = [
+        {"name": "POD_NAME", **_field("metadata.name")},
+        {"name": "POD_IP", **_field("status.podIP")},
+        *({"name": k, "value": v} for k, v in (env or {}).items()),
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "istio-pilot", "namespace": NAMESPACE, "labels": {"app": "pilot", "istio": "pilot"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"istio": "pilot"}},
+            "template": {
+                "metadata": {"labels": {"app": "pilot", "istio": "pilot"}},
+                "spec": {
+                    "serviceAccountName": "istio-pilot-service-account",
+                    "containers": [
+                        {
+                            "name": "discovery",
+                            "image": ISTHMUS_IMAGE,
+                            "args": [
+                                "discovery",
+                                "--cluster-id",
+                                cluster_id,
+                                "--http-address",
+                                "$(POD_IP):8080",
+                                "--monitoring-address",
+                                "$(POD_IP):15014",
+                                "--grpc-address",
+                                "$(POD_IP):15010",
+                            ],
+                            "env": env_list,
+                            "ports": [{"containerPort": p} for p in (8080, 15010, 15014)],
+                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def pilot_service() -> JsonObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "istio-pilot", "namespace": NAMESPACE, "labels": {"app": "pilot", "istio": "pilot"}},
+        "spec": {
+            "selector": {"istio": "pilot"},
+            "ports": [{"name": name, "port": port} for name, port in PILOT_PORTS.items() if port in (15010, 8080, 15014)],
+        },
+    }
+
+
+def remote_pilot(pilot_ip: str) -> list[JsonObject]:
+    """The seed's selector-less istio-pilot Service and its Endpoints in a remote (remotePilotCreateSvcEndpoint)."""
+    ports = [{"name": name, "port": port} for name, port in PILOT_PORTS.items()]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "istio-pilot", "namespace": NAMESPACE},
+            "spec": {"clusterIP": "None", "ports": ports},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "istio-pilot", "namespace": NAMESPACE},
+            "subsets": [{"addresses": [{"ip": pilot_ip}], "ports": ports}],
+        },
+    ]
+
+
+def apply(kc: Kubectl, objects: list[JsonObject], context: str = "cluster1") -> None:
+    kc("apply", "-f", "-", context=context, stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+
+def install_primary(kc: Kubectl, cluster_id: str = "cluster1", env: dict[str, str] | None = None) -> str:
+    """CRDs, RBAC, istio-pilot in cluster1; returns the pilot pod's IP once it is ready."""
+    kc("create", "namespace", NAMESPACE)
+    for crd in definitions():
+        kc("apply", "-f", "-", stdin=json.dumps(crd))
+    kc("apply", "-f", "-", stdin=PILOT_RBAC)
+    kc("apply", "-f", "-", stdin=json.dumps(pilot_service()))
+    kc("apply", "-f", "-", stdin=json.dumps(pilot_deployment(cluster_id, env)))
+    kc("rollout", "status", "deployment/istio-pilot", "-n", NAMESPACE, "--timeout=120s")
+    return pilot_ip(kc)
+
+
+def pilot_ip(kc: Kubectl) -> str:
+    return wait_until(
+        "the istio-pilot pod's IP",
+        lambda: kc("get", "pod", "-n", NAMESPACE, "-l", "istio=pilot", "-o", "jsonpath={.items[0].status.podIP}"),
+        60,
+    )
+
+
+def install_remote(kc: Kubectl, context: str, pilot: str) -> None:
+    kc("create", "namespace", NAMESPACE, context=context)
+    kc("apply", "-f", "-", stdin=READER_RBAC, context=context)
+    for obj in remote_pilot(pilot):
+        kc("apply", "-f", "-", stdin=json.dumps(obj), context=context)
+
+
+def sidecar_containers(app: str, *, discovery: str = "istio-pilot.istio-system:15010", xds: str = "delta") -> tuple[JsonObject, JsonObject]:
+    """The init container (capture rules) and the istio-proxy container, as injection will write them."""
+    init = {
+        "name": "istio-init",
+        "image": GENERIC_IMAGE,
+        "command": ["sh", "-c", CAPTURE],
+        "securityContext": {"runAsUser": 0, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+    }
+    proxy = {
+        "name": "istio-proxy",
+        "image": ISTHMUS_IMAGE,
+        "args": [
+            "agent",
+            "proxy",
+            "sidecar",
+            "--domain",
+            "$(POD_NAMESPACE).svc.cluster.local",
+            "--configPath",
+            "/etc/istio/proxy",
+            "--serviceCluster",
+            f"{app}.$(POD_NAMESPACE)",
+            "--discoveryAddress",
+            discovery,
+            "--proxyAdminPort",
+            "15000",
+            "--statusPort",
+            "15020",
+            "--controlPlaneAuthPolicy",
+            "NONE",
+            "--xdsProtocol",
+            xds,
+        ],
+        "env": [
+            {"name": "POD_NAME", **_field("metadata.name")},
+            {"name": "POD_NAMESPACE", **_field("metadata.namespace")},
+            {"name": "INSTANCE_IP", **_field("status.podIP")},
+            {"name": "SERVICE_ACCOUNT", **_field("spec.serviceAccountName")},
+            {"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"},  # as the seed's remotes do: the registry decides
+            {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
+        ],
+        "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15020}, "periodSeconds": 1},
+        "securityContext": {"runAsUser": PROXY_UID, "runAsGroup": PROXY_UID},
+        "volumeMounts": [{"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}],
+    }
+    return init, proxy
+
+
+def with_sidecar(deployment: JsonObject, *, xds: str = "delta") -> JsonObject:
+    """A Deployment with the sidecar added to its pod template."""
+    spec = deployment["spec"]["template"]["spec"]
+    app = deployment["spec"]["template"]["metadata"]["labels"].get("app", deployment["metadata"]["name"])
+    init, proxy = sidecar_containers(app, xds=xds)
+    spec["initContainers"] = [init, *spec.get("initContainers", [])]
+    spec["containers"] = [*spec["containers"], proxy]
+    spec.setdefault("volumes", []).append({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}})
+    deployment["spec"]["template"]["metadata"].setdefault("annotations", {})["sidecar.istio.io/status"] = json.dumps(
+        {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "volumes": ["istio-envoy"]}
+    )
+    return deployment
+
+
+def deployment(name: str, labels: dict[str, str], container: JsonObject, namespace: str = "sample", replicas: int = 1) -> JsonObject:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def service(name: str, port: int, port_name: str, selector: dict[str, str], namespace: str = "sample") -> JsonObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"selector": selector, "ports": [{"name": port_name, "port": port}]},
+    }
