@@ -90,7 +90,11 @@ def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None) -> Json
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "istio-pilot", "namespace": NAMESPACE, "labels": {"app": "pilot", "istio": "pilot"}},
+        "metadata": {
+            "name": "istio-pilot",
+            "namespace": NAMESPACE,
+            "labels": {"app": "pilot", "istio": "pilot"},
+        },
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"istio": "pilot"}},
@@ -115,7 +119,10 @@ def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None) -> Json
                             ],
                             "env": env_list,
                             "ports": [{"containerPort": p} for p in (8080, 15010, 15014)],
-                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/ready", "port": 8080},
+                                "periodSeconds": 1,
+                            },
                         }
                     ],
                 },
@@ -128,10 +135,18 @@ def pilot_service() -> JsonObject:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "istio-pilot", "namespace": NAMESPACE, "labels": {"app": "pilot", "istio": "pilot"}},
+        "metadata": {
+            "name": "istio-pilot",
+            "namespace": NAMESPACE,
+            "labels": {"app": "pilot", "istio": "pilot"},
+        },
         "spec": {
             "selector": {"istio": "pilot"},
-            "ports": [{"name": name, "port": port} for name, port in PILOT_PORTS.items() if port in (15010, 8080, 15014)],
+            "ports": [
+                {"name": name, "port": port}
+                for name, port in PILOT_PORTS.items()
+                if port in (15010, 8080, 15014)
+            ],
         },
     }
 
@@ -156,7 +171,13 @@ def remote_pilot(pilot_ip: str) -> list[JsonObject]:
 
 
 def apply(kc: Kubectl, objects: list[JsonObject], context: str = "cluster1") -> None:
-    kc("apply", "-f", "-", context=context, stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kc(
+        "apply",
+        "-f",
+        "-",
+        context=context,
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+    )
 
 
 def install_primary(kc: Kubectl, cluster_id: str = "cluster1", env: dict[str, str] | None = None) -> str:
@@ -174,7 +195,9 @@ def install_primary(kc: Kubectl, cluster_id: str = "cluster1", env: dict[str, st
 def pilot_ip(kc: Kubectl) -> str:
     return wait_until(
         "the istio-pilot pod's IP",
-        lambda: kc("get", "pod", "-n", NAMESPACE, "-l", "istio=pilot", "-o", "jsonpath={.items[0].status.podIP}"),
+        lambda: kc(
+            "get", "pod", "-n", NAMESPACE, "-l", "istio=pilot", "-o", "jsonpath={.items[0].status.podIP}"
+        ),
         60,
     )
 
@@ -186,7 +209,9 @@ def install_remote(kc: Kubectl, context: str, pilot: str) -> None:
         kc("apply", "-f", "-", stdin=json.dumps(obj), context=context)
 
 
-def sidecar_containers(app: str, *, discovery: str = "istio-pilot.istio-system:15010", xds: str = "delta") -> tuple[JsonObject, JsonObject]:
+def sidecar_containers(
+    app: str, *, discovery: str = "istio-pilot.istio-system:15010", xds: str = "delta"
+) -> tuple[JsonObject, JsonObject]:
     """The init container (capture rules) and the istio-proxy container, as injection will write them."""
     init = {
         "name": "istio-init",
@@ -223,7 +248,10 @@ def sidecar_containers(app: str, *, discovery: str = "istio-pilot.istio-system:1
             {"name": "POD_NAMESPACE", **_field("metadata.namespace")},
             {"name": "INSTANCE_IP", **_field("status.podIP")},
             {"name": "SERVICE_ACCOUNT", **_field("spec.serviceAccountName")},
-            {"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"},  # as the seed's remotes do: the registry decides
+            {
+                "name": "ISTIO_META_CLUSTER_ID",
+                "value": "Kubernetes",
+            },  # as the seed's remotes do: the registry decides
             {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
         ],
         "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
@@ -242,13 +270,17 @@ def with_sidecar(deployment: JsonObject, *, xds: str = "delta") -> JsonObject:
     spec["initContainers"] = [init, *spec.get("initContainers", [])]
     spec["containers"] = [*spec["containers"], proxy]
     spec.setdefault("volumes", []).append({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}})
-    deployment["spec"]["template"]["metadata"].setdefault("annotations", {})["sidecar.istio.io/status"] = json.dumps(
-        {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "volumes": ["istio-envoy"]}
+    deployment["spec"]["template"]["metadata"].setdefault("annotations", {})["sidecar.istio.io/status"] = (
+        json.dumps(
+            {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "volumes": ["istio-envoy"]}
+        )
     )
     return deployment
 
 
-def deployment(name: str, labels: dict[str, str], container: JsonObject, namespace: str = "sample", replicas: int = 1) -> JsonObject:
+def deployment(
+    name: str, labels: dict[str, str], container: JsonObject, namespace: str = "sample", replicas: int = 1
+) -> JsonObject:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -261,7 +293,9 @@ def deployment(name: str, labels: dict[str, str], container: JsonObject, namespa
     }
 
 
-def service(name: str, port: int, port_name: str, selector: dict[str, str], namespace: str = "sample") -> JsonObject:
+def service(
+    name: str, port: int, port_name: str, selector: dict[str, str], namespace: str = "sample"
+) -> JsonObject:
     return {
         "apiVersion": "v1",
         "kind": "Service",

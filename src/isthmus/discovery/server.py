@@ -38,6 +38,7 @@ from isthmus.model import ClusterId, Event, MeshChanged
 from isthmus.registry.aggregate import Aggregate
 from isthmus.registry.cluster import ClusterRegistry
 from isthmus.registry.remotes import RemoteSecrets
+from isthmus.xds import metrics as xds_metrics
 from isthmus.xds.server import XdsServer
 from isthmus.xds.view import MeshSources
 
@@ -176,9 +177,8 @@ class Discovery:
 
         async def handle(request: web.Request) -> web.Response:
             self._update_gauges()
-            return web.Response(
-                body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
+            body = generate_latest(metrics.REGISTRY) + generate_latest(xds_metrics.REGISTRY)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         app.router.add_get("/metrics", handle)
         return app

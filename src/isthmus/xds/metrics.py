@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PROXIES = Gauge("isthmus_xds_connected_proxies", "Proxies connected to this control plane", ["protocol"])
-PUSHES = Counter("isthmus_xds_pushes_total", "Responses sent to proxies", ["type"])
-REJECTS = Counter("isthmus_xds_rejects_total", "Responses proxies rejected (NACKs)", ["type"])
-PUSH_TRIGGERS = Counter("isthmus_xds_push_triggers_total", "Debounced pushes started", ["reason"])
+REGISTRY = CollectorRegistry()
+
+PROXIES = Gauge(
+    "isthmus_xds_connected_proxies",
+    "Proxies connected to this control plane",
+    ["protocol"],
+    registry=REGISTRY,
+)
+PUSHES = Counter("isthmus_xds_pushes_total", "Responses sent to proxies", ["type"], registry=REGISTRY)
+REJECTS = Counter(
+    "isthmus_xds_rejects_total", "Responses proxies rejected (NACKs)", ["type"], registry=REGISTRY
+)
+PUSH_TRIGGERS = Counter(
+    "isthmus_xds_push_triggers_total", "Debounced pushes started", ["reason"], registry=REGISTRY
+)
 CONVERGE = Histogram(
     "isthmus_xds_push_seconds",
     "From a change entering the control plane to its response written to a proxy",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
 )
-BAD_NODES = Counter("isthmus_xds_bad_nodes_total", "Streams refused because of their node")
+BAD_NODES = Counter("isthmus_xds_bad_nodes_total", "Streams refused because of their node", registry=REGISTRY)
