@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint unit e2e demo bench-api bench-pods bench-registry clean
+.PHONY: install test lint unit e2e demo bench-api bench-pods bench-registry bench-xds clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ bench-pods: install
 
 bench-registry: install
 	$(BIN)/python bench/bench_registry.py
+
+bench-xds: install
+	$(BIN)/python bench/bench_xds.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -131,6 +131,22 @@ XDS_MAX_SEND_BYTES = _integer(
     "xds_max_send_bytes", 64 * 1024 * 1024, "largest response sent to a proxy (all clusters of a large mesh)"
 )
 
+# -- Process ----------------------------------------------------------------------------------------------
+GC_THRESHOLDS = _register(
+    Tunable(
+        "gc_thresholds",
+        "20000,50,100",
+        "Python's garbage-collector thresholds for generations 0, 1, 2 in the discovery process (fewer "
+        "collections during pushes)",
+        str,
+    )
+)
+GC_MAINTENANCE = _seconds(
+    "gc_maintenance",
+    300.0,
+    "seconds between full collections of the discovery process (in between, long-lived objects are frozen)",
+)
+
 
 def table() -> list[tuple[str, str, str]]:
     """(environment variable, current value, doc) of every tunable."""

@@ -33,7 +33,7 @@ from isthmus import tunables
 from isthmus.aio import cancel_all
 from isthmus.config.mesh import MeshConfig, MeshWatcher
 from isthmus.config.store import ConfigStore
-from isthmus.discovery import metrics
+from isthmus.discovery import memory, metrics
 from isthmus.model import ClusterId, Event, MeshChanged
 from isthmus.registry.aggregate import Aggregate
 from isthmus.registry.cluster import ClusterRegistry
@@ -105,7 +105,9 @@ class Discovery:
             loop.create_task(self.remotes.run(), name="remote clusters"),
             loop.create_task(self._become_ready(), name="readiness"),
             *(loop.create_task(i.run(), name=i.name) for i in self.config.informers),
+            loop.create_task(memory.maintain(lambda: self.xds.initial_syncs), name="gc maintenance"),
         ]
+        memory.configure()
         await self.xds.start(self.options.grpc_address)
         for address, app in (
             (self.options.http_address, self._debug_app()),
@@ -139,6 +141,7 @@ class Discovery:
         await asyncio.sleep(0)  # let the controller register the clusters the Secrets name
         await self.remotes.wait_synced(tunables.REMOTE_CLUSTER_TIMEOUT.get())
         self.ready.set()
+        memory.freeze()  # what start-up built stays: later collections skip it
         log.info(
             "ready: %d services in %d clusters", len(self.aggregate.services), len(self.aggregate.clusters)
         )

@@ -16,6 +16,7 @@ handed out by the `Source` are never mutated, so connections may hold them as wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import secrets
@@ -38,6 +39,7 @@ WILDCARD = "*"
 
 
 WriteFn = Callable[[bytes], Awaitable[None]]
+_PUSHES = {t.short: metrics.PUSHES.labels(t.short) for t in TypeUrl}
 
 
 def next_nonce() -> str:
@@ -94,6 +96,8 @@ class Source(Protocol):
     def subscribed(self, connection: Connection, type_url: TypeUrl, names: frozenset[str]) -> None: ...
 
     def initial_sync_slot(self) -> asyncio.Semaphore: ...
+
+    def synced(self, connection: Connection) -> None: ...
 
 
 @dataclass
@@ -161,6 +165,8 @@ class Connection:
         self.private: dict[TypeUrl, Mapping[str, Resource]] = {}
         self.synced_once = False
         self.eds_group: object = None
+        self.prepared: collections.deque[tuple[bytes, str, float]] = collections.deque()
+        self.busy = False
 
     # -- the reader -------------------------------------------------------------------------------------------
 
@@ -235,11 +241,11 @@ class Connection:
             if request.HasField("error_detail"):
                 self._rejected(state, request.error_detail.message, entries)
             else:
-                state.acked_nonce = (
-                    max(state.acked_nonce, nonce, key=_nonce_order) if state.acked_nonce else nonce
-                )
+                state.acked_nonce = nonce  # one stream: ACKs come in the order of the responses
                 state.acked = sent
         first = not state.subscribed_once
+        if not first and not request.resource_names_subscribe and not request.resource_names_unsubscribe:
+            return  # an ACK or NACK only: the common case, kept cheap
         state.subscribed_once = True
         subscribe = set(request.resource_names_subscribe)
         unsubscribe = set(request.resource_names_unsubscribe)
@@ -293,19 +299,67 @@ class Connection:
 
     # -- the writer -------------------------------------------------------------------------------------------
 
+    def ready_for(self, type_url: TypeUrl, parent: Mapping[str, Resource] | None) -> bool:
+        """Whether a response prepared for many connections alike can go to this one as is: nothing else is
+        pending or being written, and it has exactly `parent` of this type, with nothing rejected."""
+        state = self.states.get(type_url)
+        return (
+            state is not None
+            and not self.busy
+            and self.synced_once
+            and self.pending.empty()
+            and state.sent is parent
+            and not state.rejected
+        )
+
+    def send_prepared(
+        self,
+        type_url: TypeUrl,
+        payload: bytes,
+        nonce: str,
+        now_has: Mapping[str, Resource],
+        entries: list[Resource],
+        version_info: str = "",
+        since: float = 0.0,
+    ) -> None:
+        """Queue a response built once for many connections (see `ready_for`); its bookkeeping is done here."""
+        state = self.states[type_url]
+        state.sent = now_has
+        state.sent_nonce = nonce
+        state.inflight[nonce] = (now_has, entries)
+        if not self.delta:
+            state.version_info = version_info
+            for old in [n for n in state.inflight if n != nonce]:
+                del state.inflight[old]
+        state.responses += 1
+        self.prepared.append((payload, type_url.short, since))
+        self.wake.set()
+
     async def write_loop(self, write: WriteFn) -> None:
         while True:
             await self.wake.wait()
             self.wake.clear()
+            while self.prepared:
+                payload, short, since = self.prepared.popleft()
+                await write(payload)
+                _PUSHES[short].inc()
+                if since:
+                    metrics.CONVERGE.observe(time.monotonic() - since)
             if self.pending.empty():
                 continue
             pending, self.pending = self.pending, Pending()
-            if not self.synced_once:
-                async with self.source.initial_sync_slot():
+            self.busy = True
+            try:
+                if not self.synced_once:
+                    async with self.source.initial_sync_slot():
+                        await self._push(pending, write)
+                    self.synced_once = any(s.sent_nonce for s in self.states.values())
+                    if self.synced_once:
+                        self.source.synced(self)
+                else:
                     await self._push(pending, write)
-                self.synced_once = any(s.sent_nonce for s in self.states.values())
-            else:
-                await self._push(pending, write)
+            finally:
+                self.busy = False
 
     async def _push(self, pending: Pending, write: WriteFn) -> None:
         deferred: tuple[TypeState, Mapping[str, Resource], list[str]] | None = None
@@ -369,7 +423,7 @@ class Connection:
                 del state.inflight[old]  # state of the world: only the latest nonce can be answered
         state.responses += 1
         await write(payload)
-        metrics.PUSHES.labels(state.type_url.short).inc()
+        _PUSHES[state.type_url.short].inc()
         if since:
             metrics.CONVERGE.observe(time.monotonic() - since)
 
@@ -384,10 +438,6 @@ class Connection:
                 continue
             out.append(resource)
         return out
-
-
-def _nonce_order(nonce: str) -> int:
-    return int(nonce.rpartition("-")[2] or 0)
 
 
 def _diff(

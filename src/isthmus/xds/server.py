@@ -27,12 +27,12 @@ from google.protobuf import json_format, message
 
 from isthmus import tunables
 from isthmus.model import Event, Locality
-from isthmus.xds import cds, lds, metrics, names, rds
-from isthmus.xds.connection import EMPTY, Connection, Layered, Snapshot, WriteFn
+from isthmus.xds import cds, lds, metrics, names, rds, wire
+from isthmus.xds.connection import EMPTY, Connection, Layered, Snapshot, WriteFn, next_nonce
 from isthmus.xds.eds import EndpointCache
 from isthmus.xds.node import NodeError, parse
 from isthmus.xds.push import PushQueue, PushRequest
-from isthmus.xds.resources import Resource, TypeUrl
+from isthmus.xds.resources import Resource, TypeUrl, content_version
 from isthmus.xds.view import MeshSources, View, ViewKey, inbound_ports, resolve, view_key
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class XdsServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound_ips: dict[str, frozenset[str]] = {}  # host -> its endpoint addresses that are proxies
         self.address = ""
+        self.initial_syncs = 0  # connections that received their first full configuration
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -177,25 +178,17 @@ class XdsServer:
         connection = Connection(self, proxy, self._view(proxy), delta, context.peer())
         self._add(connection)
 
-        async def write(payload: bytes) -> None:
-            await context.write(payload)
-
         writer = asyncio.get_running_loop().create_task(
-            self._write(connection, write), name=f"xds {connection.id}"
+            self._write(connection, context.write), name=f"xds {connection.id}"
         )
+        handle = connection.handle_delta if delta else connection.handle_sotw
         try:
             request = first
             while request is not grpc.aio.EOF:
-                if delta:
-                    connection.handle_delta(request)
-                else:
-                    connection.handle_sotw(request)
-                read = asyncio.ensure_future(context.read())
-                done, _ = await asyncio.wait({read, writer}, return_when=asyncio.FIRST_COMPLETED)
-                if writer in done:
-                    read.cancel()
-                    break
-                request = read.result()
+                handle(request)
+                request = await context.read()  # a broken stream ends this read too
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError, asyncio.InvalidStateError) as exc:
+            log.info("%s: stream ended: %s", connection.id, type(exc).__name__)
         finally:
             writer.cancel()
             self._remove(connection)
@@ -242,6 +235,9 @@ class XdsServer:
             self.views.pop(view.key, None)
 
     # -- Source (what a connection asks of the server) ---------------------------------------------------
+
+    def synced(self, connection: Connection) -> None:
+        self.initial_syncs += 1
 
     def initial_sync_slot(self) -> asyncio.Semaphore:
         if self._slots is None:
@@ -342,10 +338,10 @@ class XdsServer:
                 for group in self.groups_by_host.get(host, ()):
                     touched.setdefault(group, set()).add(host)
             for group, hosts in touched.items():
+                parent = group.current
                 changed = group.update(hosts, self.endpoints)
                 if changed:
-                    for connection in group.members:
-                        connection.enqueue(TypeUrl.ENDPOINT, changed, since=since)
+                    self._push_group(group, parent, changed, since)
         moved = self._workloads_changed(request, since)
         for connection in self.connections.values():
             if connection.proxy.ip in affected_ips and connection not in moved:
@@ -355,6 +351,25 @@ class XdsServer:
         took = time.monotonic() - started
         if took > 0.1:
             log.info("push of %d events took %.0f ms to plan", request.events, took * 1000)
+
+    def _push_group(
+        self, group: EdsGroup, parent: Mapping[str, Resource], changed: set[str], since: float
+    ) -> None:
+        """Endpoints changed for a group: one response, built once, to every member that is in step (the
+        others compute their own)."""
+        entries = [group.current[n] for n in sorted(changed)]
+        nonce = next_nonce()
+        delta_payload = wire.delta_response("", TypeUrl.ENDPOINT, nonce, [r.delta_entry for r in entries], [])
+        version = content_version(b"\0".join(f"{r.name}\0{r.version}".encode() for r in entries))
+        sotw_payload = wire.sotw_response(version, TypeUrl.ENDPOINT, nonce, [r.sotw_entry for r in entries])
+        for connection in group.members:
+            if connection.ready_for(TypeUrl.ENDPOINT, parent):
+                payload = delta_payload if connection.delta else sotw_payload
+                connection.send_prepared(
+                    TypeUrl.ENDPOINT, payload, nonce, group.current, entries, version, since
+                )
+            else:
+                connection.enqueue(TypeUrl.ENDPOINT, changed, since=since)
 
     def _push_outbound(self, request: PushRequest, since: float) -> None:
         """Services, config or the mesh changed: views are rebuilt (each resource only if its inputs changed)
