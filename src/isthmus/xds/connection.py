@@ -167,6 +167,8 @@ class Connection:
         self.eds_group: object = None
         self.prepared: collections.deque[tuple[bytes, str, float]] = collections.deque()
         self.busy = False
+        self.write: WriteFn | None = None  # the stream's writer, set by the server
+        self.writing = asyncio.Lock()  # one write at a time on a stream
 
     # -- the reader -------------------------------------------------------------------------------------------
 
@@ -333,33 +335,43 @@ class Connection:
                 del state.inflight[old]
         state.responses += 1
         self.prepared.append((payload, type_url.short, since))
-        self.wake.set()
+
+    async def write_prepared(self) -> None:
+        """Write the prepared responses (in the order they were prepared; the writer may have done it)."""
+        assert self.write is not None
+        async with self.writing:
+            await self._drain(self.write)
+
+    async def _drain(self, write: WriteFn) -> None:
+        while self.prepared:
+            payload, short, since = self.prepared.popleft()
+            await write(payload)
+            _PUSHES[short].inc()
+            if since:
+                metrics.CONVERGE.observe(time.monotonic() - since)
 
     async def write_loop(self, write: WriteFn) -> None:
+        """The connection's writer: prepared responses first, then what is pending, one write at a time."""
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.prepared:
-                payload, short, since = self.prepared.popleft()
-                await write(payload)
-                _PUSHES[short].inc()
-                if since:
-                    metrics.CONVERGE.observe(time.monotonic() - since)
-            if self.pending.empty():
-                continue
-            pending, self.pending = self.pending, Pending()
-            self.busy = True
-            try:
-                if not self.synced_once:
-                    async with self.source.initial_sync_slot():
+            async with self.writing:
+                await self._drain(write)
+                if self.pending.empty():
+                    continue
+                pending, self.pending = self.pending, Pending()
+                self.busy = True
+                try:
+                    if not self.synced_once:
+                        async with self.source.initial_sync_slot():
+                            await self._push(pending, write)
+                        self.synced_once = any(s.sent_nonce for s in self.states.values())
+                        if self.synced_once:
+                            self.source.synced(self)
+                    else:
                         await self._push(pending, write)
-                    self.synced_once = any(s.sent_nonce for s in self.states.values())
-                    if self.synced_once:
-                        self.source.synced(self)
-                else:
-                    await self._push(pending, write)
-            finally:
-                self.busy = False
+                finally:
+                    self.busy = False
 
     async def _push(self, pending: Pending, write: WriteFn) -> None:
         deferred: tuple[TypeState, Mapping[str, Resource], list[str]] | None = None

@@ -11,6 +11,7 @@ listeners); `run` is one task on that loop; the pusher is called with no other p
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from isthmus.model import (
     ServiceChanged,
     WorkloadChanged,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,4 +105,7 @@ class PushQueue:
             request, self.pending = self.pending, PushRequest()
             self._arrived.clear()
             self.pushes += 1
-            self.pusher(request)
+            try:
+                self.pusher(request)
+            except Exception:  # one bad push must not stop the pushes after it
+                log.exception("a push of %d events failed", request.events)

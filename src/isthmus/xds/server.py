@@ -100,6 +100,7 @@ class XdsServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound_ips: dict[str, frozenset[str]] = {}  # host -> its endpoint addresses that are proxies
         self.address = ""
+        self._fanouts: set[asyncio.Future[Any]] = set()
         self.initial_syncs = 0  # connections that received their first full configuration
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -176,6 +177,7 @@ class XdsServer:
             return
         proxy = resolve(node, self.sources)
         connection = Connection(self, proxy, self._view(proxy), delta, context.peer())
+        connection.write = context.write
         self._add(connection)
 
         writer = asyncio.get_running_loop().create_task(
@@ -362,14 +364,20 @@ class XdsServer:
         delta_payload = wire.delta_response("", TypeUrl.ENDPOINT, nonce, [r.delta_entry for r in entries], [])
         version = content_version(b"\0".join(f"{r.name}\0{r.version}".encode() for r in entries))
         sotw_payload = wire.sotw_response(version, TypeUrl.ENDPOINT, nonce, [r.sotw_entry for r in entries])
+        writes = []
         for connection in group.members:
             if connection.ready_for(TypeUrl.ENDPOINT, parent):
                 payload = delta_payload if connection.delta else sotw_payload
                 connection.send_prepared(
                     TypeUrl.ENDPOINT, payload, nonce, group.current, entries, version, since
                 )
+                writes.append(connection.write_prepared())
             else:
                 connection.enqueue(TypeUrl.ENDPOINT, changed, since=since)
+        if writes:  # written concurrently, by one task: no wake-up of each connection's writer
+            fanout = asyncio.ensure_future(asyncio.gather(*writes, return_exceptions=True))
+            self._fanouts.add(fanout)
+            fanout.add_done_callback(self._fanouts.discard)
 
     def _push_outbound(self, request: PushRequest, since: float) -> None:
         """Services, config or the mesh changed: views are rebuilt (each resource only if its inputs changed)
