@@ -131,6 +131,41 @@ XDS_MAX_SEND_BYTES = _integer(
     "xds_max_send_bytes", 64 * 1024 * 1024, "largest response sent to a proxy (all clusters of a large mesh)"
 )
 
+# -- Certificate authority --------------------------------------------------------------------------------
+CA_WORKLOAD_CERT_TTL = _seconds(
+    "ca_workload_cert_ttl",
+    24 * 3600.0,
+    "seconds a workload certificate lives when the CSR asks for no validity",
+)
+CA_MAX_WORKLOAD_CERT_TTL = _seconds(
+    "ca_max_workload_cert_ttl",
+    90 * 24 * 3600.0,
+    "longest validity, in seconds, a CSR may ask for (a longer one is refused, not shortened)",
+)
+CA_SELF_SIGNED_ROOT_TTL = _seconds(
+    "ca_self_signed_root_ttl", 10 * 365 * 24 * 3600.0, "seconds a self-signed root lives (no `cacerts`)"
+)
+CA_ROOT_ROTATE_REMAINING = _register(
+    Tunable(
+        "ca_root_rotate_remaining",
+        0.2,
+        "a self-signed root is replaced when less than this fraction of its life remains (the old root stays "
+        "trusted until it expires)",
+        float,
+    )
+)
+CA_CHECK_INTERVAL = _seconds(
+    "ca_check_interval", 60.0, "seconds between the CA's checks of its root's age and of the published roots"
+)
+AGENT_CERT_ROTATE_AT = _register(
+    Tunable(
+        "agent_cert_rotate_at",
+        0.5,
+        "fraction of a workload certificate's life after which the agent renews it (with up to 10 % jitter)",
+        float,
+    )
+)
+
 # -- Process ----------------------------------------------------------------------------------------------
 GC_THRESHOLDS = _register(
     Tunable(

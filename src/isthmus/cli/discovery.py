@@ -51,14 +51,7 @@ def discovery(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
-        if kubeconfig:
-            client = kube_client.from_file(kubeconfig, context)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            client = kube_client.in_cluster()
-        else:
-            raise KubeconfigError(
-                "no cluster to talk to: pass --kubeconfig FILE [--context NAME], or run in a pod"
-            )
+        client = kube_client.for_component(kubeconfig, context)
     except KubeconfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

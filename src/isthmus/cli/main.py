@@ -6,6 +6,7 @@ import typer
 
 from isthmus import __version__, tunables
 from isthmus.cli import agent, local
+from isthmus.cli.ca import ca, experimental
 from isthmus.cli.discovery import discovery
 from isthmus.cli.proxy_status import proxy_status
 
@@ -19,6 +20,8 @@ app = typer.Typer(
 app.add_typer(local.app, name="local")
 app.add_typer(agent.app, name="agent")
 app.command()(discovery)
+app.command()(ca)
+app.add_typer(experimental, name="x")
 app.command(name="proxy-status")(proxy_status)
 
 

@@ -53,6 +53,17 @@ def in_cluster() -> AsyncClient:
         ) from None
 
 
+def for_component(kubeconfig: str | None, context: str | None) -> AsyncClient:
+    """A control-plane component's client: the kubeconfig given, else the pod's in-cluster configuration."""
+    import os
+
+    if kubeconfig:
+        return from_file(kubeconfig, context)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return in_cluster()
+    raise KubeconfigError("no cluster to talk to: pass --kubeconfig FILE [--context NAME], or run in a pod")
+
+
 def parse_kubeconfig(data: bytes | str) -> dict[str, Any]:
     """Parse kubeconfig data and check it names a server and credentials; KubeconfigError says what is missing."""
     try:

@@ -380,6 +380,15 @@ async def eventually(check: Callable[[], object], timeout: float = 5.0, what: st
         await asyncio.sleep(0.01)
 
 
+async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """Wait until the coroutine `check()` returns True."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
+
+
 async def settle(seconds: float = 0.3) -> None:
     """Give informers time to deliver whatever is on its way (used before asserting that nothing happened)."""
     await asyncio.sleep(seconds)
