@@ -45,6 +45,10 @@ class AgentOptions:
     log_level: str = "warning"
     application_ports: tuple[int, ...] = ()
     delta: bool = True
+    ca_address: str = ""  # the cluster's CA; empty: no certificates (plaintext only)
+    trust_domain: str = "cluster.local"
+    root_cert_path: str = "/var/run/secrets/istio/root-cert.pem"
+    token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +108,34 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+SDS_SOCKET = "SDS"  # in the config path: /etc/istio/proxy/SDS, as Istio 1.4
+
+
+def sds_socket(options: AgentOptions) -> str:
+    return f"{options.config_path.rstrip('/')}/{SDS_SOCKET}"
+
+
+def sds_cluster(options: AgentOptions) -> JsonObject:
+    """`sds-grpc`: the agent's SDS server on a Unix socket, over HTTP/2."""
+    return {
+        "name": "sds-grpc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "sds-grpc",
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": sds_socket(options)}}}}]}
+            ],
+        },
+    }
+
+
 def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> JsonObject:
     host, port = _host_port(options.discovery_address)
     try:
@@ -112,6 +144,10 @@ def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> Json
     except ValueError:
         discovery_type = "STRICT_DNS"
     metadata = {**proxy.metadata, **options.extra_metadata, "ISTIO_VERSION": version}
+    clusters: list[JsonObject] = []
+    if options.ca_address:
+        metadata["SDS"] = "true"
+        clusters.append(sds_cluster(options))
     if options.control_plane_auth_policy != "NONE":
         raise BootstrapError(
             f"--controlPlaneAuthPolicy {options.control_plane_auth_policy}: mutual TLS to the control plane "
@@ -237,7 +273,10 @@ def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> Json
             "cds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
             "lds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
         },
-        "static_resources": {"clusters": [xds_cluster, admin_cluster], "listeners": [stats_listener]},
+        "static_resources": {
+            "clusters": [xds_cluster, admin_cluster, *clusters],
+            "listeners": [stats_listener],
+        },
         "layered_runtime": {
             "layers": [
                 {

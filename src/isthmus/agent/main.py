@@ -5,6 +5,7 @@ configuration from the control plane."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -12,8 +13,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from isthmus.agent.bootstrap import AgentOptions, ProxyIdentity, bootstrap
+from isthmus.agent.bootstrap import AgentOptions, BootstrapError, ProxyIdentity, bootstrap, sds_socket
+from isthmus.agent.certificates import CertificateOptions, WorkloadCertificates
 from isthmus.agent.envoy import EnvoyProcess, bundled_binary
+from isthmus.agent.sds import SdsServer
+from isthmus.model.identity import IdentityError, SpiffeId
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_FILE = "envoy-rev0.json"
@@ -50,6 +54,50 @@ def envoy_binary(options: AgentOptions) -> str:
     return bundled_binary()
 
 
+class Secrets:
+    """The workload's certificates and the SDS server that hands them to Envoy."""
+
+    def __init__(self, certificates: WorkloadCertificates, sds: SdsServer) -> None:
+        self.certificates = certificates
+        self.sds = sds
+        self.task = asyncio.get_running_loop().create_task(certificates.run(), name="certificates")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.sds.stop()
+
+
+async def start_certificates(options: AgentOptions, proxy: ProxyIdentity) -> Secrets | None:
+    """With a CA (--caAddress): key, CSR, certificate and SDS; without one the proxy has no certificates."""
+    if not options.ca_address:
+        return None
+    if not proxy.service_account:
+        raise BootstrapError(
+            "SERVICE_ACCOUNT is not set: the sidecar needs it (spec.serviceAccountName) for its identity"
+        )
+    try:
+        identity = SpiffeId(options.trust_domain, proxy.namespace, proxy.service_account)
+    except IdentityError as exc:
+        raise BootstrapError(f"the workload's identity: {exc}") from None
+    holder: list[SdsServer] = []
+    certificates = WorkloadCertificates(
+        CertificateOptions(
+            ca_address=options.ca_address,
+            root_path=Path(options.root_cert_path),
+            token_path=Path(options.token_path),
+            identity=identity,
+            cluster_id=str(proxy.metadata.get("CLUSTER_ID", "")),
+        ),
+        on_change=lambda: holder[0].changed(),
+    )
+    sds = SdsServer(certificates, Path(sds_socket(options)))
+    holder.append(sds)
+    await sds.start()
+    return Secrets(certificates, sds)
+
+
 async def run(options: AgentOptions, proxy: ProxyIdentity, version: str) -> None:
     path = write_bootstrap(options, proxy, version)
     binary = envoy_binary(options)
@@ -62,6 +110,7 @@ async def run(options: AgentOptions, proxy: ProxyIdentity, version: str) -> None
         options.parent_shutdown_duration,
         options.log_level,
     )
+    secrets = await start_certificates(options, proxy)
     runner = web.AppRunner(health_app(envoy), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", options.status_port, reuse_address=True).start()
@@ -79,11 +128,14 @@ async def run(options: AgentOptions, proxy: ProxyIdentity, version: str) -> None
     supervisor = loop.create_task(envoy.run(), name="envoy")
     stopped = loop.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({supervisor, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if supervisor in done:
-        stopped.cancel()
+    try:
+        if supervisor in done:
+            stopped.cancel()
+            supervisor.result()  # raises what stopped it
+            return
+        await envoy.stop(TERMINATION_DRAIN)
+        supervisor.cancel()
+    finally:
         await runner.cleanup()
-        supervisor.result()  # raises what stopped it
-        return
-    await envoy.stop(TERMINATION_DRAIN)
-    supervisor.cancel()
-    await runner.cleanup()
+        if secrets is not None:
+            await secrets.stop()

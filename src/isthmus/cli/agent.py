@@ -50,6 +50,20 @@ def proxy(
     trust_domain: Annotated[str, typer.Option("--trust-domain")] = "",
     log_level: Annotated[str, typer.Option("--proxyLogLevel")] = "warning",
     xds_protocol: Annotated[str, typer.Option("--xdsProtocol", help="delta or sotw")] = "delta",
+    ca_address: Annotated[
+        str,
+        typer.Option(
+            "--caAddress",
+            envvar="CA_ADDR",
+            help="The cluster's CA (istio-citadel.istio-system.svc:8060): certificates over SDS; none: plaintext",
+        ),
+    ] = "",
+    root_cert: Annotated[
+        str, typer.Option("--rootCert", help="The trusted roots (ConfigMap istio-ca-root-cert, mounted)")
+    ] = "/var/run/secrets/istio/root-cert.pem",
+    token_path: Annotated[
+        str, typer.Option("--tokenPath", help="The pod's service-account token, sent to the CA")
+    ] = "/var/run/secrets/kubernetes.io/serviceaccount/token",
 ) -> None:
     """Write Envoy's bootstrap from the pod's environment and these arguments, run Envoy, serve health."""
     from isthmus.agent.bootstrap import AgentOptions, BootstrapError, identity
@@ -67,7 +81,7 @@ def proxy(
         raise typer.BadParameter(
             f"{application_ports!r} is not a list of ports", param_hint="--applicationPorts"
         ) from None
-    del zipkin_address, trust_domain
+    del zipkin_address
     options = AgentOptions(
         discovery_address=discovery_address,
         service_cluster=service_cluster,
@@ -85,6 +99,10 @@ def proxy(
         log_level=log_level,
         application_ports=ports,
         delta=xds_protocol == "delta",
+        ca_address=ca_address,
+        trust_domain=trust_domain or "cluster.local",
+        root_cert_path=root_cert,
+        token_path=token_path,
     )
     try:
         who = identity(os.environ)

@@ -470,6 +470,9 @@ def _pool(data: JsonObject, path: str) -> ConnectionPool:
     )
 
 
+TLS_MODES = ("DISABLE", "ISTIO_MUTUAL")
+
+
 @dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     lb_simple: str = ""
@@ -477,6 +480,7 @@ class TrafficPolicy:
     locality: LocalityLbSetting | None = None
     outlier: OutlierDetection | None = None
     pool: ConnectionPool | None = None
+    tls_mode: str = ""  # "", DISABLE or ISTIO_MUTUAL ("": auto mTLS, by the endpoint's sidecar)
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
 
     def for_port(self, port: int) -> TrafficPolicy:
@@ -489,6 +493,7 @@ class TrafficPolicy:
                     locality=policy.locality or self.locality,
                     outlier=policy.outlier or self.outlier,
                     pool=policy.pool or self.pool,
+                    tls_mode=policy.tls_mode or self.tls_mode,
                 )
         return self
 
@@ -512,6 +517,15 @@ def _traffic_policy(data: JsonObject, path: str, port_level: bool = True) -> Tra
         if "localityLbSetting" in lb
         else None
     )
+    tls = _mapping(data, "tls", path)
+    tls_mode = _get(tls, "mode", str, f"{path}.tls", "DISABLE|ISTIO_MUTUAL") or ""
+    if tls_mode in ("SIMPLE", "MUTUAL"):
+        raise ConfigError(
+            f"{path}.tls.mode: {tls_mode} (TLS origination with your own certificates) is not supported yet; "
+            "use ISTIO_MUTUAL (the mesh's certificates) or DISABLE"
+        )
+    if tls_mode and tls_mode not in TLS_MODES:
+        raise ConfigError(f"{path}.tls.mode: must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
     levels: list[tuple[int, TrafficPolicy]] = []
     if port_level:
         for i, item in enumerate(_items(data, "portLevelSettings", path)):
@@ -528,6 +542,7 @@ def _traffic_policy(data: JsonObject, path: str, port_level: bool = True) -> Tra
         pool=_pool(_mapping(data, "connectionPool", path), f"{path}.connectionPool")
         if "connectionPool" in data
         else None,
+        tls_mode=tls_mode,
         port_level=tuple(levels),
     )
 

@@ -26,13 +26,14 @@ from isthmus.config.networking import (
     virtual_service,
     visible,
 )
+from isthmus.config.security import MtlsMode, PeerAuthentication, effective_mode, peer_authentication
 from isthmus.kube.informer import Informer, Key
 from isthmus.kube.resources import custom
 from isthmus.model import ConfigChanged
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
-C = TypeVar("C", VirtualService, DestinationRule, Sidecar)
+C = TypeVar("C", VirtualService, DestinationRule, Sidecar, PeerAuthentication)
 
 
 class _Kind(Generic[C]):
@@ -109,11 +110,19 @@ class ConfigStore:
             self, client, crds.kind("DestinationRule"), destination_rule
         )
         self.sidecars: _Kind[Sidecar] = _Kind(self, client, crds.kind("Sidecar"), sidecar)
+        self.peer_authentications: _Kind[PeerAuthentication] = _Kind(
+            self, client, crds.kind("PeerAuthentication"), peer_authentication
+        )
         self._dr_by_host: dict[str, list[DestinationRule]] | None = None
 
     @property
     def informers(self) -> list[Informer[Any]]:
-        kinds: list[_Kind[Any]] = [self.virtual_services, self.destination_rules, self.sidecars]
+        kinds: list[_Kind[Any]] = [
+            self.virtual_services,
+            self.destination_rules,
+            self.sidecars,
+            self.peer_authentications,
+        ]
         return [k.informer for k in kinds if k.informer is not None]
 
     def apply(self, obj: JsonObject) -> None:
@@ -122,6 +131,7 @@ class ConfigStore:
             "VirtualService": self.virtual_services,
             "DestinationRule": self.destination_rules,
             "Sidecar": self.sidecars,
+            "PeerAuthentication": self.peer_authentications,
         }
         kind = kinds.get(str(obj.get("kind")))
         if kind is None:
@@ -178,6 +188,12 @@ class ConfigStore:
                 if vs.applies_to_sidecars and visible(vs.export_to, vs.namespace, proxy_namespace)
             ),
             key=lambda vs: (vs.created, vs.namespace, vs.name),
+        )
+
+    def mtls_mode(self, namespace: str, labels: Mapping[str, str], port: int) -> MtlsMode:
+        """What a workload's sidecar accepts on a container port (PeerAuthentication, Istio's precedence)."""
+        return effective_mode(
+            self.peer_authentications.objects.values(), self.root_namespace(), namespace, labels, port
         )
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:

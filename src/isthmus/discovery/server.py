@@ -312,6 +312,7 @@ class Discovery:
                 "virtualServices": sorted(f"{n}/{m}" for n, m in config.virtual_services.objects),
                 "destinationRules": sorted(f"{n}/{m}" for n, m in config.destination_rules.objects),
                 "sidecars": sorted(f"{n}/{m}" for n, m in config.sidecars.objects),
+                "peerAuthentications": sorted(f"{n}/{m}" for n, m in config.peer_authentications.objects),
                 "errors": [
                     {"kind": kind, "namespace": namespace, "name": name, "error": error}
                     for (kind, namespace, name), error in sorted(config.errors.items())

@@ -20,7 +20,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from isthmus.config.networking import duration
 from isthmus.model import Protocol, Service, ServicePort
-from isthmus.xds import names
+from isthmus.xds import names, tls
 from isthmus.xds.resources import Resource, TypeUrl
 from isthmus.xds.traffic import ClusterPolicy, cluster_policy
 from isthmus.xds.view import InboundPort, View
@@ -112,7 +112,14 @@ def _apply_policy(cluster: Cluster, policy: ClusterPolicy, proxyless: bool) -> N
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
 
 
-def outbound(view: View, service: Service, port: ServicePort, subset: str, policy: ClusterPolicy) -> Resource:
+def outbound(
+    view: View,
+    service: Service,
+    port: ServicePort,
+    subset: str,
+    policy: ClusterPolicy,
+    identities: tuple[str, ...] = (),
+) -> Resource:
     name = names.outbound(port.port, service.hostname, subset)
     cluster = Cluster(
         name=name,
@@ -126,6 +133,9 @@ def outbound(view: View, service: Service, port: ServicePort, subset: str, polic
         cluster.ClearField("eds_cluster_config")
     else:
         _apply_policy(cluster, policy, view.key.proxyless)
+    if view.key.mtls and cluster.type == Cluster.EDS:
+        sni = names.sni(port.port, service.hostname, subset)
+        tls.apply_outbound(cluster, policy.policy.tls_mode, identities, sni)
     if _uses_http2(port) and not view.key.proxyless:
         for key, value in _http2().items():
             cluster.typed_extension_protocol_options[key].CopyFrom(value)
@@ -167,6 +177,10 @@ def outbound_clusters(view: View, only: Iterable[str] | None = None) -> dict[str
                 continue
             if base.rule is not None:
                 subsets += [s.name for s in base.rule.subsets]
+            identities: tuple[str, ...] = ()
+            if view.key.mtls:
+                identities = view.sources.identities(service.hostname)
+                view.sources.identities_used[service.hostname] = identities
             for subset in subsets:
                 name = names.outbound(port.port, service.hostname, subset)
                 if wanted is not None and name not in wanted:
@@ -178,8 +192,8 @@ def outbound_clusters(view: View, only: Iterable[str] | None = None) -> dict[str
                 )
                 if policy is None:
                     continue
-                key = (service, port, subset, policy, timeout)
-                built = previous.get(key) or outbound(view, service, port, subset, policy)
+                key = (service, port, subset, policy, timeout, identities)
+                built = previous.get(key) or outbound(view, service, port, subset, policy, identities)
                 memo[key] = out[name] = built
     if wanted is None:
         view.memo[TypeUrl.CLUSTER] = memo

@@ -21,13 +21,15 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
 
 from isthmus.config.networking import TcpRoute, WeightedDestination
+from isthmus.config.security import MtlsMode
 from isthmus.model import Protocol, Service, ServicePort
-from isthmus.xds import names, rds
+from isthmus.xds import names, rds, tls
 from isthmus.xds.cds import ads
 from isthmus.xds.resources import Resource, TypeUrl
 from isthmus.xds.view import InboundPort, View
@@ -249,38 +251,89 @@ def _inbound_route(inbound: InboundPort) -> route_pb2.RouteConfiguration:
     )
 
 
-def virtual_inbound(view: View, ports: list[InboundPort]) -> Resource:
-    """A proxy's own inbound listener."""
+def _inbound_chains(
+    view: View, inbound: InboundPort, mode: MtlsMode
+) -> list[listener_components_pb2.FilterChain]:
+    """One port's chains: mTLS (the mesh's ALPN), plaintext, and, under PERMISSIVE, the app's own TLS passed
+    through; which of them exist is the port's PeerAuthentication mode."""
+    cluster = names.inbound(inbound.port.port, inbound.port.name, inbound.service.hostname)
+    port = wrappers_pb2.UInt32Value(value=inbound.target)
+    if inbound.port.protocol.is_http:
+        manager = _hcm(view, f"inbound_0.0.0.0_{inbound.target}", inline=_inbound_route(inbound))
+        filters = [_network_hcm(manager)]
+    else:
+        filters = [_tcp_proxy(cluster, cluster)]
+    match, chain = listener_components_pb2.FilterChainMatch, listener_components_pb2.FilterChain
+    if not view.key.mtls:  # no certificates: plaintext only; STRICT cannot be met, so nothing is accepted
+        if mode is MtlsMode.STRICT:
+            refuse = [_tcp_proxy(names.BLACKHOLE, names.BLACKHOLE)]
+            return [
+                chain(
+                    name=f"{cluster}-strict", filter_chain_match=match(destination_port=port), filters=refuse
+                )
+            ]
+        return [chain(name=cluster, filter_chain_match=match(destination_port=port), filters=filters)]
+    chains = []
+    if mode in (MtlsMode.STRICT, MtlsMode.PERMISSIVE):
+        chains.append(
+            chain(
+                name=f"{cluster}-mtls",
+                filter_chain_match=match(
+                    destination_port=port,
+                    transport_protocol="tls",
+                    application_protocols=list(names.MESH_ALPN),
+                ),
+                filters=filters,
+                transport_socket=tls.downstream_socket(),
+            )
+        )
+    if mode is MtlsMode.PERMISSIVE:
+        chains.append(
+            chain(
+                name=f"{cluster}-app-tls",
+                filter_chain_match=match(destination_port=port, transport_protocol="tls"),
+                filters=[_tcp_proxy(cluster, cluster)],
+            )
+        )
+    if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
+        chains.append(
+            chain(
+                name=f"{cluster}-plaintext",
+                filter_chain_match=match(destination_port=port, transport_protocol="raw_buffer"),
+                filters=filters,
+            )
+        )
+    return chains
+
+
+def virtual_inbound(view: View, ports: list[InboundPort], modes: Mapping[int, MtlsMode]) -> Resource:
+    """A proxy's own inbound listener; `modes` is the PeerAuthentication mode per container port."""
     chains = []
     for inbound in ports:
-        cluster = names.inbound(inbound.port.port, inbound.port.name, inbound.service.hostname)
-        match = listener_components_pb2.FilterChainMatch(
-            destination_port=wrappers_pb2.UInt32Value(value=inbound.target)
-        )
-        if inbound.port.protocol.is_http:
-            manager = _hcm(view, f"inbound_0.0.0.0_{inbound.target}", inline=_inbound_route(inbound))
-            filters = [_network_hcm(manager)]
-        else:
-            filters = [_tcp_proxy(cluster, cluster)]
-        chains.append(
-            listener_components_pb2.FilterChain(name=cluster, filter_chain_match=match, filters=filters)
-        )
+        chains.extend(_inbound_chains(view, inbound, modes.get(inbound.target, MtlsMode.PERMISSIVE)))
     chains.append(
         listener_components_pb2.FilterChain(
             name="virtualInbound-catchall-tcp",
             filters=[_tcp_proxy(names.INBOUND_PASSTHROUGH, names.INBOUND_PASSTHROUGH)],
         )
     )
+    listener_filters = [
+        listener_components_pb2.ListenerFilter(
+            name="envoy.filters.listener.original_dst", typed_config=_packed(original_dst_pb2.OriginalDst())
+        )
+    ]
+    if view.key.mtls:
+        listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=_packed(tls_inspector_pb2.TlsInspector()),
+            )
+        )
     listener = Listener(
         name=names.VIRTUAL_INBOUND,
         address=_address("0.0.0.0", names.INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
-        listener_filters=[
-            listener_components_pb2.ListenerFilter(
-                name="envoy.filters.listener.original_dst",
-                typed_config=_packed(original_dst_pb2.OriginalDst()),
-            )
-        ],
+        listener_filters=listener_filters,
         filter_chains=chains,
     )
     return Resource.of(TypeUrl.LISTENER, names.VIRTUAL_INBOUND, listener)

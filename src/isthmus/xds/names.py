@@ -19,6 +19,13 @@ PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH = (
 )
 OUTBOUND_PORT, INBOUND_PORT = 15001, 15006
 INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"  # iptables lets this source through on lo (Istio's rule)
+SDS_CLUSTER = "sds-grpc"  # the agent's SDS server, in the bootstrap
+SECRET_CERTIFICATE, SECRET_ROOT = "default", "ROOTCA"  # the workload's key and chain; the trusted roots
+MESH_ALPN = (
+    "istio-peer-exchange",
+    "istio",
+)  # what a sidecar offers on mesh mTLS, so a peer tells it from app TLS
+TLS_MODE_ISTIO = "istio"  # endpoint metadata: the endpoint has a sidecar (auto mTLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,11 @@ def host_of_cluster(name: str) -> str:
 
 def listener(address: str, port: int) -> str:
     return f"{address}_{port}"
+
+
+def sni(port: int, host: str, subset: str = "") -> str:
+    """The SNI a sidecar sends on mesh mTLS to a service (Istio's `outbound_.PORT_.SUBSET_.HOST`)."""
+    return f"outbound_.{port}_.{subset}_.{host}"
 
 
 def route(port: int) -> str:

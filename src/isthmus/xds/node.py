@@ -40,6 +40,7 @@ class ProxyNode:
     service_cluster: str = ""
     locality: Locality = field(default_factory=Locality)
     proxyless: bool = False
+    sds: bool = False  # its agent serves certificates over SDS (metadata SDS "true"): it can do mesh mTLS
     metadata: FrozenMap[str, Any] = field(default_factory=FrozenMap)
 
     @property
@@ -89,5 +90,6 @@ def parse(node: base_pb2.Node) -> ProxyNode:
         service_cluster=node.cluster,
         locality=locality,
         proxyless=proxyless,
+        sds=str(metadata.get("SDS", "")).lower() == "true" and not proxyless,
         metadata=FrozenMap(metadata),
     )

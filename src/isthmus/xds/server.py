@@ -26,6 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, message
 
 from isthmus import tunables
+from isthmus.config.security import MtlsMode
 from isthmus.model import Event, Locality
 from isthmus.xds import cds, lds, metrics, names, rds, wire
 from isthmus.xds.connection import EMPTY, Connection, Layered, Snapshot, WriteFn, next_nonce
@@ -310,10 +311,18 @@ class XdsServer:
         """A sidecar's own resources: its inbound clusters and virtualInbound."""
         if connection.view.key.proxyless:
             return
-        ports = inbound_ports(connection.proxy, self.sources)
+        proxy = connection.proxy
+        ports = inbound_ports(proxy, self.sources)
+        config = self.sources.config
+        modes = {
+            p.target: config.mtls_mode(proxy.namespace, proxy.labels, p.target)
+            if config
+            else MtlsMode.PERMISSIVE
+            for p in ports
+        }
         connection.private = {
             TypeUrl.CLUSTER: cds.inbound_clusters(connection.view, ports),
-            TypeUrl.LISTENER: {names.VIRTUAL_INBOUND: lds.virtual_inbound(connection.view, ports)},
+            TypeUrl.LISTENER: {names.VIRTUAL_INBOUND: lds.virtual_inbound(connection.view, ports, modes)},
         }
 
     def push(self, request: PushRequest) -> None:
@@ -330,6 +339,10 @@ class XdsServer:
             if present:
                 metrics.PUSH_TRIGGERS.labels(reason).inc()
         affected_ips = self._inbound_changes(request.endpoints | request.services)
+        for host in request.endpoints:  # who may answer for a service changed: its mTLS clusters too
+            used = self.sources.identities_used.get(host)
+            if used is not None and self.sources.identities(host) != used:
+                request.services.add(host)
         if request.outbound:
             self._push_outbound(request, since)
         else:

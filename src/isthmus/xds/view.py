@@ -30,6 +30,18 @@ class MeshSources:
     aggregate: Aggregate
     config: ConfigStore | None
     mesh: Callable[[], MeshConfig]
+    # host -> the identities its mTLS clusters were last built with (a change rebuilds them)
+    identities_used: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def identities(self, hostname: str) -> tuple[str, ...]:
+        """The SPIFFE ids of a service's endpoints in every cluster: who may answer for it."""
+        found = {
+            e.identity
+            for endpoints in self.aggregate.endpoints.get(hostname, {}).values()
+            for e in endpoints
+            if e.identity
+        }
+        return tuple(sorted(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,7 @@ class ViewKey:
     sidecar: tuple[str, str] | None  # the Sidecar resource (namespace, name) that scopes it
     proxyless: bool
     source_matches: frozenset[tuple[str, str, int]] = frozenset()  # VirtualService matches by source labels
+    mtls: bool = False  # the proxies have certificates (SDS): mesh mTLS in their config
 
 
 @dataclass
@@ -88,7 +101,9 @@ def view_key(proxy: Proxy, sources: MeshSources) -> ViewKey:
                     ):
                         matches.add((vs.namespace, vs.name, i))
     sidecar = (proxy.sidecar.namespace, proxy.sidecar.name) if proxy.sidecar else None
-    return ViewKey(proxy.cluster, proxy.namespace, sidecar, proxy.proxyless, frozenset(matches))
+    return ViewKey(
+        proxy.cluster, proxy.namespace, sidecar, proxy.proxyless, frozenset(matches), mtls=proxy.node.sds
+    )
 
 
 class View:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.mesh.meshkit import LocalApi, MakeMesh, Mesh, Pki, Spawn, StartServer
+from tests.unit.mesh.cakit import Ca, start_ca
+from tests.unit.mesh.meshkit import Kube, LocalApi, MakeMesh, Mesh, Pki, Spawn, StartServer
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +86,11 @@ async def meshes(apiservers: StartServer) -> AsyncIterator[MakeMesh]:
     yield make
     for mesh in made:
         await mesh.close()
+
+
+@pytest.fixture
+async def ca(apiserver: LocalApi) -> AsyncIterator[Ca]:
+    """A CA (self-signed) next to the API server, with namespaces sample and istio-system."""
+    server = await start_ca(apiserver)
+    yield Ca(server, Kube(apiserver.client()))
+    await server.stop()

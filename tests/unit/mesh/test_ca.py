@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,80 +17,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import ApiError
 from lightkube.resources.core_v1 import ConfigMap, Secret
-from typer.testing import CliRunner
 
-from isthmus.cli.main import app
 from isthmus.local.apiserver.tokens import API_AUDIENCES, ServiceAccountTokens, load_signing_key
 from isthmus.model.identity import SpiffeId
 from isthmus.security import pki
 from isthmus.security.client import CaClientError, request_certificate
 from isthmus.security.roots import ROOT_CONFIGMAP
-from isthmus.security.server import CaOptions, CaServer
-from tests.unit.mesh.meshkit import Kube, LocalApi, eventually, free_port, wait_until
+from isthmus.security.server import CaServer
+from tests.unit.mesh.cakit import SERVER_NAME, Ca, ca_options, make_ca, start_ca
+from tests.unit.mesh.meshkit import Kube, LocalApi, eventually, wait_until
 
 pytestmark = pytest.mark.asyncio
-SERVER_NAME = "istio-citadel.istio-system.svc"
-
-
-def make_ca(tmp: Path, cluster: str = "cluster1") -> Path:
-    runner = CliRunner()
-    root = tmp / "root"
-    if not (root / "root-cert.pem").exists():
-        result = runner.invoke(app, ["x", "ca", "root", "--out", str(root)])
-        assert result.exit_code == 0, result.output
-    out = tmp / cluster
-    result = runner.invoke(
-        app, ["x", "ca", "intermediate", "--root", str(root), "--cluster", cluster, "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
-
-
-class Ca:
-    """A running CaServer and what a workload needs to call it."""
-
-    def __init__(self, server: CaServer, kube: Kube) -> None:
-        self.server = server
-        self.kube = kube
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    @property
-    def root_pem(self) -> bytes:
-        return self.server.roots_pem().encode()
-
-    async def sign(self, token: str, csr: bytes, validity: int = 0) -> list[str]:
-        return await request_certificate(
-            self.address, self.root_pem, token, csr, validity_seconds=validity, server_name=SERVER_NAME
-        )
-
-
-def ca_options(**options: Any) -> CaOptions:
-    return CaOptions(
-        grpc_address=f"127.0.0.1:{free_port()}", http_address=f"127.0.0.1:{free_port()}", **options
-    )
-
-
-async def start_ca(apiserver: LocalApi, **options: Any) -> CaServer:
-    kube = Kube(apiserver.client())
-    for ns in ("istio-system", "sample"):
-        await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    for name in ("sleep", "helloworld"):
-        await kube.create(
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": "sample"}}
-        )
-    server = CaServer(apiserver.client(), ca_options(**options))
-    await server.start()
-    return server
-
-
-@pytest.fixture
-async def ca(apiserver: LocalApi) -> AsyncIterator[Ca]:
-    server = await start_ca(apiserver)
-    yield Ca(server, Kube(apiserver.client()))
-    await server.stop()
 
 
 def workload_csr(identity: str, key: pki.PrivateKey | None = None) -> tuple[pki.PrivateKey, bytes]:

@@ -216,7 +216,7 @@ def test_the_inbound_side_of_a_proxy_is_its_own(mesh: MeshBuilder) -> None:
     assert [(p.service.hostname, p.port.port, p.target) for p in ports] == [(HOST, 5000, 5000)]
     clusters = cds.inbound_clusters(view, ports)
     assert list(clusters) == ["inbound|5000|http|" + HOST]
-    inbound = decode(TypeUrl.LISTENER, lds.virtual_inbound(view, ports).body)
+    inbound = decode(TypeUrl.LISTENER, lds.virtual_inbound(view, ports, {}).body)
     assert inbound.address.socket_address.port_value == 15006
     assert [c.filter_chain_match.destination_port.value for c in inbound.filter_chains] == [5000, 0]
 
@@ -283,7 +283,7 @@ def test_envoy_accepts_everything_generated(mesh: MeshBuilder, tmp_path: Path) -
     ports = inbound_ports(proxy, mesh.sources)
     cache = EndpointCache()
     clusters = [*cds.view_clusters(view).values(), *cds.inbound_clusters(view, ports).values()]
-    listeners = [*lds.view_listeners(view).values(), lds.virtual_inbound(view, ports)]
+    listeners = [*lds.view_listeners(view).values(), lds.virtual_inbound(view, ports, {})]
     static_clusters = []
     for resource in clusters:
         cluster = decode(TypeUrl.CLUSTER, resource.body)

@@ -83,6 +83,8 @@ class MeshBuilder:
         namespace: str = NS,
         labels: dict[str, str] | None = None,
         ready: bool = True,
+        sidecar: bool = False,
+        service_account: str = "",
     ) -> None:
         self.aggregate.endpoints_changed(
             cluster,
@@ -96,8 +98,11 @@ class MeshBuilder:
                     locality=ZONES[cluster],
                     labels=FrozenMap({**(labels or {}), "topology.istio.io/cluster": cluster}),
                     ready=ready,
-                    tls_mode=TlsMode.DISABLED,
+                    tls_mode=TlsMode.ISTIO if sidecar else TlsMode.DISABLED,
                     namespace=namespace,
+                    identity=f"spiffe://cluster.local/ns/{namespace}/sa/{service_account}"
+                    if service_account
+                    else "",
                 )
                 for address in addresses
             ),
@@ -122,7 +127,9 @@ class MeshBuilder:
     def apply(
         self, kind: str, name: str, spec: dict[str, Any], namespace: str = NS, created: str = ""
     ) -> None:
-        group = "networking.istio.io/v1alpha3"
+        group = (
+            "security.istio.io/v1beta1" if kind == "PeerAuthentication" else "networking.istio.io/v1alpha3"
+        )
         meta = {"namespace": namespace, "name": name, "creationTimestamp": created or "2026-11-27T00:00:00Z"}
         self.config.apply({"apiVersion": group, "kind": kind, "metadata": meta, "spec": spec})
 
@@ -134,6 +141,7 @@ def node(
     *,
     cluster_id: str = "",
     grpc_client: bool = False,
+    sds: bool = False,
 ) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update(
@@ -145,6 +153,8 @@ def node(
     )
     if grpc_client:
         metadata.update({"GENERATOR": "grpc"})
+    if sds:
+        metadata.update({"SDS": "true"})
     return base_pb2.Node(
         id=f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local", metadata=metadata
     )
