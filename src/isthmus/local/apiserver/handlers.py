@@ -176,6 +176,9 @@ class ApiHandlers:
         self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
         self.virtual_handlers: dict[tuple[str, str], SubresourceHandler] = {}
         self.non_resource_handlers: dict[str, NonResourceHandler] = {}
+        # Subresources whose WebSocket GET is authorized as `create`, what their SPDY POST needs (Kubernetes'
+        # AuthorizePodWebsocketUpgradeCreatePermission).
+        self.create_on_upgrade: set[tuple[str, str, str]] = set()
         self.ready = False
         self.stopping = False
 
@@ -268,6 +271,8 @@ class ApiHandlers:
         )
         if info is None:
             raise not_found("", "", "")
+        if info.verb == "get" and (info.group, info.resource, info.subresource) in self.create_on_upgrade:
+            info.verb = "create"
         allowed, reason = self.auth.authorize(info.attributes(user))
         if not allowed:
             raise forbidden(

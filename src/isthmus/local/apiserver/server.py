@@ -35,6 +35,7 @@ from isthmus.local.apiserver.identity import Identity
 from isthmus.local.apiserver.objects import Objects
 from isthmus.local.apiserver.openapi import OpenApi
 from isthmus.local.apiserver.podproxy import PodProxy
+from isthmus.local.apiserver.portforward import PortForward
 from isthmus.local.apiserver.rbac import RbacAuthorizer
 from isthmus.local.apiserver.resources import ResourceRegistry
 from isthmus.local.apiserver.reviews import AccessReviews
@@ -102,6 +103,7 @@ class ApiServer:
         ScaleSubresource(self.objects).install(self.handlers)
         Bindings(self.objects).install(self.handlers)
         PodProxy(self.objects, config).install(self.handlers)
+        PortForward(self.objects, config).install(self.handlers)
         jwks_uri = f"https://{address}/openid/v1/jwks"
         Identity(self.auth, self.tokens, self.rbac, self.objects, jwks_uri).install(self.handlers)
         self._runner: web.AppRunner | None = None
