@@ -7,6 +7,7 @@ with a sidecar: an init container that sets the capture rules with plain iptable
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from isthmus.config.crds import definitions
@@ -75,6 +76,47 @@ subjects:
   name: istio-pilot-service-account
   namespace: {NAMESPACE}
 """
+
+
+CA_RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: istio-citadel-service-account
+  namespace: {NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: istio-citadel-{NAMESPACE}
+rules:
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update, patch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: istio-citadel-{NAMESPACE}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: istio-citadel-{NAMESPACE}
+subjects:
+- kind: ServiceAccount
+  name: istio-citadel-service-account
+  namespace: {NAMESPACE}
+"""
+CA_ADDRESS = f"istio-citadel.{NAMESPACE}.svc:8060"
 
 
 def _field(path: str) -> JsonObject:
@@ -202,6 +244,96 @@ def pilot_ip(kc: Kubectl) -> str:
     )
 
 
+def ca_objects(
+    name: str = "istio-citadel", secret: str = "cacerts", env: dict[str, str] | None = None
+) -> list[JsonObject]:
+    """The cluster's CA (`isthmus ca` with the plug-in certificates of Secret `secret`) and its Service."""
+    labels = {"app": name, "istio": "citadel" if name == "istio-citadel" else name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "istio-citadel-service-account",
+                    "containers": [
+                        {
+                            "name": "citadel",
+                            "image": ISTHMUS_IMAGE,
+                            "args": [
+                                "ca",
+                                "--plugin-ca",
+                                "--cacerts",
+                                "/etc/cacerts",
+                                "--grpc-address",
+                                "$(POD_IP):8060",
+                                "--http-address",
+                                "$(POD_IP):15014",
+                                *(["--no-publish-roots"] if name != "istio-citadel" else []),
+                                "--service-name",
+                                name,
+                            ],
+                            "env": [
+                                {"name": "POD_IP", **_field("status.podIP")},
+                                *({"name": k, "value": v} for k, v in (env or {}).items()),
+                            ],
+                            "ports": [{"containerPort": 8060}, {"containerPort": 15014}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/ready", "port": 15014},
+                                "periodSeconds": 1,
+                            },
+                            "volumeMounts": [
+                                {"name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": True}
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "cacerts", "secret": {"secretName": secret, "optional": True}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {"selector": labels, "ports": [{"name": "grpc-citadel", "port": 8060}]},
+    }
+    return [deployment, service]
+
+
+def install_ca(
+    kc: Kubectl,
+    context: str,
+    cacerts: Path,
+    *,
+    name: str = "istio-citadel",
+    secret: str = "cacerts",
+    env: dict[str, str] | None = None,
+) -> None:
+    """As the seed: `kubectl create secret generic cacerts -n istio-system --from-file=...`, then the CA."""
+    kc(
+        "create",
+        "secret",
+        "generic",
+        secret,
+        "-n",
+        NAMESPACE,
+        *(
+            f"--from-file={cacerts / f}"
+            for f in ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
+        ),
+        context=context,
+    )
+    kc("apply", "-f", "-", stdin=CA_RBAC, context=context)
+    for obj in ca_objects(name, secret, env):
+        kc("apply", "-f", "-", stdin=json.dumps(obj), context=context)
+    kc("rollout", "status", f"deployment/{name}", "-n", NAMESPACE, "--timeout=120s", context=context)
+
+
 def install_remote(kc: Kubectl, context: str, pilot: str) -> None:
     kc("create", "namespace", NAMESPACE, context=context)
     kc("apply", "-f", "-", stdin=READER_RBAC, context=context)
@@ -210,7 +342,11 @@ def install_remote(kc: Kubectl, context: str, pilot: str) -> None:
 
 
 def sidecar_containers(
-    app: str, *, discovery: str = "istio-pilot.istio-system:15010", xds: str = "delta"
+    app: str,
+    *,
+    discovery: str = "istio-pilot.istio-system:15010",
+    xds: str = "delta",
+    ca: str = "",
 ) -> tuple[JsonObject, JsonObject]:
     """The init container (capture rules) and the istio-proxy container, as injection will write them."""
     init = {
@@ -242,6 +378,7 @@ def sidecar_containers(
             "NONE",
             "--xdsProtocol",
             xds,
+            *(["--caAddress", ca] if ca else []),
         ],
         "env": [
             {"name": "POD_NAME", **_field("metadata.name")},
@@ -257,19 +394,27 @@ def sidecar_containers(
         "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15020}, "periodSeconds": 1},
         "securityContext": {"runAsUser": PROXY_UID, "runAsGroup": PROXY_UID},
-        "volumeMounts": [{"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}],
+        "volumeMounts": [
+            {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
+            *([{"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"}] if ca else []),
+        ],
     }
     return init, proxy
 
 
-def with_sidecar(deployment: JsonObject, *, xds: str = "delta") -> JsonObject:
-    """A Deployment with the sidecar added to its pod template."""
+def with_sidecar(
+    deployment: JsonObject, *, xds: str = "delta", ca: str = "", roots: str = "istio-ca-root-cert"
+) -> JsonObject:
+    """A Deployment with the sidecar added to its pod template; with `ca`, certificates from that CA and the
+    roots of ConfigMap `roots`."""
     spec = deployment["spec"]["template"]["spec"]
     app = deployment["spec"]["template"]["metadata"]["labels"].get("app", deployment["metadata"]["name"])
-    init, proxy = sidecar_containers(app, xds=xds)
+    init, proxy = sidecar_containers(app, xds=xds, ca=ca)
     spec["initContainers"] = [init, *spec.get("initContainers", [])]
     spec["containers"] = [*spec["containers"], proxy]
     spec.setdefault("volumes", []).append({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}})
+    if ca:
+        spec["volumes"].append({"name": "istiod-ca-cert", "configMap": {"name": roots}})
     deployment["spec"]["template"]["metadata"].setdefault("annotations", {})["sidecar.istio.io/status"] = (
         json.dumps(
             {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "volumes": ["istio-envoy"]}

@@ -128,6 +128,16 @@ def ca(
     http_address: Annotated[str, typer.Option("--http-address", help="/ready, /metrics, /roots.")] = (
         "127.0.0.1:15014"
     ),
+    service_name: Annotated[
+        str,
+        typer.Option("--service-name", help="The Service the CA is reached by (its certificate's names)."),
+    ] = "istio-citadel",
+    publish_roots: Annotated[
+        bool,
+        typer.Option(
+            "--publish-roots/--no-publish-roots", help="Keep ConfigMap istio-ca-root-cert in every namespace."
+        ),
+    ] = True,
     audience: Annotated[
         list[str] | None,
         typer.Option("--token-audience", help="Audiences tokens must have (default: the API server's)."),
@@ -152,6 +162,8 @@ def ca(
         grpc_address=grpc_address,
         http_address=http_address,
         audiences=tuple(audience or ()),
+        service_name=service_name,
+        publish_roots=publish_roots,
     )
 
     async def run() -> None:
