@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint unit e2e demo bench-api bench-pods bench-registry bench-xds clean
+.PHONY: install test lint unit e2e demo bench-api bench-pods bench-port-forward bench-registry bench-xds clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ bench-api: install
 
 bench-pods: install
 	$(BIN)/python bench/bench_pods.py
+
+bench-port-forward: install
+	$(BIN)/python bench/bench_port_forward.py
 
 bench-registry: install
 	$(BIN)/python bench/bench_registry.py

@@ -15,6 +15,7 @@ import errno
 import ipaddress
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,6 +36,7 @@ CONNECT_TIMEOUT: Final = 10.0  # seconds for the TCP connect to the pod
 STREAM_PAIR_TIMEOUT: Final = 30.0  # seconds a stream waits for its partner (the kubelet's stream timeout)
 CHUNK: Final = 256 * 1024  # bytes read from the pod per DATA frame
 READ_LIMIT: Final = 1024 * 1024
+MAX_MESSAGE: Final = 2 * spdy.MAX_FRAME_LENGTH  # kubectl sends a few KiB per WebSocket message
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,13 @@ class PortForward:
         ip = status.get("podIP") or ""
         if not ip:
             raise StatusError(503, "ServiceUnavailable", f"pod {info.name} has no IP address yet")
-        address = ipaddress.ip_address(ip)
-        if self.pod_network is not None and address not in self.pod_network:
+        try:
+            outside = self.pod_network is not None and ipaddress.ip_address(ip) not in self.pod_network
+        except ValueError:
+            outside = True
+        if outside:
             raise bad_request(
-                f"pod {info.name} has IP {ip}, outside this cluster's pod network {self.pod_network}: not forwarding"
+                f"pod {info.name} has IP {ip}, outside this cluster's pod network: not forwarding"
             )
         return PodTarget(info.namespace, info.name, str(pod["metadata"].get("uid", "")), ip)
 
@@ -84,16 +89,18 @@ class PortForward:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise bad_request(
                 "Upgrade request required: this server forwards ports over WebSocket only (subprotocol "
-                f"{PROTOCOL}, kubectl 1.31 or newer), not over SPDY"
+                f"{PROTOCOL}: kubectl 1.31 or newer, or 1.30 with KUBECTL_PORT_FORWARD_WEBSOCKETS=true), "
+                "not over SPDY"
             )
         offered = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
         ]
         if PROTOCOL not in offered:
             raise bad_request(
-                f"unsupported port-forward protocol {', '.join(offered) or '(none)'}: this server speaks {PROTOCOL}"
+                f"unsupported port-forward protocol {', '.join(offered) or '(none)'}: "
+                f"this server speaks {PROTOCOL}"
             )
-        ws = web.WebSocketResponse(protocols=(PROTOCOL,), max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=(PROTOCOL,), max_msg_size=MAX_MESSAGE)
         await ws.prepare(request)
         await Session(ws, target).run()
         return ws
@@ -104,13 +111,12 @@ class Forward:
     """One forwarded connection: kubectl's stream pair for one request id, and the TCP connection to the pod."""
 
     request_id: str
-    port: int = 0
     error_stream: int = 0
     data_stream: int = 0
     pending: list[bytes] = field(default_factory=list)  # client data that came before the connect finished
     client_done: bool = False  # kubectl half-closed the data stream
     writer: asyncio.StreamWriter | None = None
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # connecting and relaying, or ending it
     timer: asyncio.TimerHandle | None = None
 
 
@@ -125,6 +131,7 @@ class Session:
         self.send_lock = asyncio.Lock()
         self.forwards: dict[str, Forward] = {}
         self.streams: dict[int, Forward] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
         self.last_stream = 0
 
     async def run(self) -> None:
@@ -142,16 +149,20 @@ class Session:
             await self.close()
 
     async def close(self) -> None:
-        forwards = list(self.forwards.values())
+        for forward in list(self.forwards.values()):
+            self.drop(forward)
         self.forwards.clear()
         self.streams.clear()
-        for forward in forwards:
-            self.drop(forward)
-        tasks = [f.task for f in forwards if f.task is not None]
+        tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.ws.close()
+
+    def start(self, forward: Forward, work: Coroutine[Any, Any, None]) -> None:
+        forward.task = task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def send(self, frame: spdy.Frame) -> bool:
         """Send one frame; False once the WebSocket is gone."""
@@ -215,8 +226,7 @@ class Session:
         if forward.error_stream and forward.data_stream:
             if forward.timer is not None:
                 forward.timer.cancel()
-            port = frame.headers.get("port", "")
-            forward.task = asyncio.create_task(self.forward(forward, port))
+            self.start(forward, self.forward(forward, frame.headers.get("port", "")))
 
     async def on_data(self, frame: spdy.Data) -> None:
         forward = self.streams.get(frame.stream_id)
@@ -225,7 +235,7 @@ class Session:
         if frame.data:
             if forward.writer is None:
                 forward.pending.append(frame.data)
-            else:
+            elif not forward.writer.is_closing():  # the pod reset it: the forward is ending
                 forward.writer.write(frame.data)
                 with contextlib.suppress(ConnectionError):
                     await forward.writer.drain()
@@ -241,7 +251,7 @@ class Session:
 
     def pair_timed_out(self, forward: Forward) -> None:
         if forward.task is None and self.forwards.get(forward.request_id) is forward:
-            forward.task = asyncio.create_task(self.finish(forward, "timed out waiting for the other stream"))
+            self.start(forward, self.finish(forward, "timed out waiting for the other stream"))
 
     async def forward(self, forward: Forward, port_header: str) -> None:
         target = self.target
@@ -252,7 +262,6 @@ class Session:
         except ValueError:
             await self.finish(forward, f'invalid port "{port_header}" for pod {target.name}')
             return
-        forward.port = port
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reader, writer = await asyncio.open_connection(target.ip, port, limit=READ_LIMIT)
@@ -268,7 +277,8 @@ class Session:
             writer.write(b"".join(forward.pending))
             forward.pending.clear()
         if forward.client_done and writer.can_write_eof():
-            writer.write_eof()
+            with contextlib.suppress(OSError):
+                writer.write_eof()
         try:
             while chunk := await reader.read(CHUNK):
                 if not await self.send(spdy.Data(forward.data_stream, chunk)):
