@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint unit e2e demo bench-api bench-pods bench-port-forward bench-registry bench-xds clean
+.PHONY: install test lint unit e2e demo bench-admission bench-api bench-pods bench-port-forward bench-registry bench-xds clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ test: lint
 
 demo: install
 	scripts/demo.sh
+
+bench-admission: install
+	$(BIN)/python bench/bench_admission.py
 
 bench-api: install
 	$(BIN)/python bench/bench_api.py

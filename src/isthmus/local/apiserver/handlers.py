@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from isthmus.local.apiserver import tables
+from isthmus.local.apiserver.admission import CONNECT_KINDS, AdmissionRequest, connect_options
 from isthmus.local.apiserver.auth import AUTHENTICATED, Attributes, AuthChain, UserInfo
 from isthmus.local.apiserver.clock import now
 from isthmus.local.apiserver.discovery import AGGREGATED_V2, AGGREGATED_V2BETA1, Discovery
@@ -300,8 +301,21 @@ class ApiHandlers:
             sub = self.subresource_handlers.get((rt.group, rt.plural, info.subresource))
             if sub is None or info.subresource not in rt.subresources:
                 raise StatusError(404, "NotFound", "the server could not find the requested resource")
+            if not rt.group and (rt.plural, info.subresource) in CONNECT_KINDS:
+                await self._admit_connect(request, info, rt, user)
             return await sub(request, info, user)
         return await self._resource(request, info, rt, user)
+
+    async def _admit_connect(
+        self, request: web.Request, info: RequestInfo, rt: ResourceType, user: UserInfo
+    ) -> None:
+        """Admission of a CONNECT (exec, attach, port-forward, proxy): webhooks may refuse it."""
+        options = connect_options(rt.plural, info.subresource, request.query.items())
+        name = info.name.partition(":")[0]  # proxy names carry a port
+        admit = AdmissionRequest(
+            "CONNECT", rt, info.version, info.subresource, info.namespace, name, options, None, user, False
+        )
+        await self.objects.admission.run(admit)
 
     # -- non-resource and discovery -----------------------------------------------------------------------
 

@@ -655,7 +655,7 @@ class Objects:
                     )
                 ],
             )
-        await self.admission.run(
+        warnings = await self.admission.run(
             AdmissionRequest(
                 "DELETE",
                 t.rt,
@@ -667,10 +667,14 @@ class Objects:
                 current.obj,
                 opts.user,
                 opts.dry_run,
+                options=options,
             )
         )
+        latest = self.get(t)
+        if latest.rv != current.rv:  # changed while admission ran: decide on the latest state
+            return await self.delete(t, options, opts)
         if opts.dry_run:
-            return WriteResult(self.present_obj(t, current.obj), 200)
+            return WriteResult(self.present_obj(t, current.obj), 200, warnings)
         uid = old_meta.get("uid", "")
         if policy == "Orphan":
             await self._orphan(uid)
@@ -688,7 +692,7 @@ class Objects:
                 and finalizers == list(old_meta.get("finalizers") or [])
                 and not shorter
             ):
-                return WriteResult(self.present_obj(t, current.obj), 200)
+                return WriteResult(self.present_obj(t, current.obj), 200, warnings)
             obj = copy_object(current.obj)
             meta = obj["metadata"]
             if grace is not None and (shorter or not meta.get("deletionTimestamp")):
@@ -705,10 +709,10 @@ class Objects:
             if FOREGROUND_FINALIZER in finalizers:
                 self.queue_gc(uid)
             await self.store.persisted()
-            return WriteResult(self.present_obj(t, stored.obj), 200)
+            return WriteResult(self.present_obj(t, stored.obj), 200, warnings)
         removed = self._remove(t.rt.key, t.namespace, t.name)
         await self.store.persisted()
-        return WriteResult(self.present_obj(t, removed.obj if removed else current.obj), 200)
+        return WriteResult(self.present_obj(t, removed.obj if removed else current.obj), 200, warnings)
 
     def _remove(self, resource: tuple[str, str], namespace: str, name: str) -> Stored | None:
         removed = self.store.remove(resource, namespace, name)

@@ -45,6 +45,7 @@ from isthmus.local.apiserver.serviceaccount_admission import ServiceAccountAdmis
 from isthmus.local.apiserver.store import Store
 from isthmus.local.apiserver.strategies import Strategies
 from isthmus.local.apiserver.tokens import ServiceAccountTokens, load_signing_key
+from isthmus.local.apiserver.webhooks import WebhookAdmission
 
 log = logging.getLogger("isthmus.apiserver")
 
@@ -80,6 +81,8 @@ class ApiServer:
         self.strategies = Strategies(self.store, config.service_cidr)
         self.admission = AdmissionChain()
         self.admission.plugins.append(ServiceAccountAdmission(self.store))
+        self.webhooks = WebhookAdmission(self.store, self.catalog)
+        self.admission.plugins.append(self.webhooks)
         self.objects = Objects(self.store, self.registry, self.catalog, self.strategies, self.admission)
         self.controllers = ControllerManager(ControllerContext(self.objects, config))
         admin_token = Path(config.admin_token_file).read_text().strip()
@@ -159,6 +162,7 @@ class ApiServer:
         await self.controllers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.webhooks.close()
         await self.store.persisted()
         self.store.close()
 

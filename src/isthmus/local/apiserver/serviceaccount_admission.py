@@ -72,10 +72,20 @@ class ServiceAccountAdmission:
             any(m.get("mountPath") == MOUNT_PATH for m in c.get("volumeMounts") or []) for c in containers
         ):
             return []
-        volume_name = "kube-api-access-" + "".join(
-            secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
+        # A second admission round (after webhooks added containers) mounts the volume the first one added.
+        volume_name = next(
+            (
+                v["name"]
+                for v in spec.get("volumes") or []
+                if str(v.get("name", "")).startswith("kube-api-access-")
+            ),
+            "",
         )
-        spec.setdefault("volumes", []).append(api_access_volume(volume_name))
+        if not volume_name:
+            volume_name = "kube-api-access-" + "".join(
+                secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
+            )
+            spec.setdefault("volumes", []).append(api_access_volume(volume_name))
         for container in containers:
             mounts = container.setdefault("volumeMounts", [])
             if not any(m.get("mountPath") == MOUNT_PATH for m in mounts):

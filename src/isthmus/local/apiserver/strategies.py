@@ -24,6 +24,7 @@ from isthmus.local.apiserver.errors import (
 from isthmus.local.apiserver.selectors import selector_from_label_selector
 from isthmus.local.apiserver.store import Store
 from isthmus.local.apiserver.validation import dns1035_label, dns1123_subdomain
+from isthmus.local.apiserver.webhook_config import default_configuration, validate_configuration
 
 JsonObject = dict[str, Any]
 
@@ -517,8 +518,24 @@ class CrdStrategy(GenerationStrategy):
         return causes
 
 
+class WebhookConfigurationStrategy(GenerationStrategy):
+    """Mutating and validating webhook configurations: Kubernetes' defaults and validation."""
+
+    def __init__(self, mutating: bool) -> None:
+        self.mutating = mutating
+
+    def prepare_create(self, obj: JsonObject) -> list[Cause]:
+        default_configuration(obj, self.mutating)
+        return validate_configuration(obj, self.mutating)
+
+    def prepare_update(self, obj: JsonObject, old: JsonObject) -> list[Cause]:
+        return self.prepare_create(obj)
+
+
 def _strategies(addresses: Callable[[], ServiceAddresses]) -> dict[tuple[str, str], Strategy]:
     generation = GenerationStrategy()
+    mutating_webhooks = WebhookConfigurationStrategy(True)
+    validating_webhooks = WebhookConfigurationStrategy(False)
     return {
         ("", "pods"): PodStrategy(),
         ("", "services"): ServiceStrategy(addresses),
@@ -536,8 +553,8 @@ def _strategies(addresses: Callable[[], ServiceAddresses]) -> dict[tuple[str, st
         ("policy", "poddisruptionbudgets"): generation,
         ("networking.k8s.io", "networkpolicies"): generation,
         ("networking.k8s.io", "ingresses"): generation,
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): generation,
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): generation,
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): mutating_webhooks,
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): validating_webhooks,
         ("apiextensions.k8s.io", "customresourcedefinitions"): CrdStrategy(),
         ("scheduling.k8s.io", "priorityclasses"): generation,
     }
