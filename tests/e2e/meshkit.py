@@ -123,12 +123,14 @@ def _field(path: str) -> JsonObject:
     return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None) -> JsonObject:
+def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None, secure: bool = False) -> JsonObject:
+    """istio-pilot; `secure`: also xDS over mTLS on 15011 with a certificate from the cluster's CA."""
     env_list = [
         {"name": "POD_NAME", **_field("metadata.name")},
         {"name": "POD_IP", **_field("status.podIP")},
         *({"name": k, "value": v} for k, v in (env or {}).items()),
     ]
+    secure_args = ["--secure-grpc-address", "$(POD_IP):15011", "--ca-address", CA_ADDRESS] if secure else []
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -158,15 +160,24 @@ def pilot_deployment(cluster_id: str, env: dict[str, str] | None = None) -> Json
                                 "$(POD_IP):15014",
                                 "--grpc-address",
                                 "$(POD_IP):15010",
+                                *secure_args,
                             ],
                             "env": env_list,
-                            "ports": [{"containerPort": p} for p in (8080, 15010, 15014)],
+                            "ports": [{"containerPort": p} for p in (8080, 15010, 15011, 15014)],
                             "readinessProbe": {
                                 "httpGet": {"path": "/ready", "port": 8080},
                                 "periodSeconds": 1,
                             },
+                            "volumeMounts": [
+                                {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"}
+                            ]
+                            if secure
+                            else [],
                         }
                     ],
+                    "volumes": [{"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}]
+                    if secure
+                    else [],
                 },
             },
         },
@@ -187,7 +198,7 @@ def pilot_service() -> JsonObject:
             "ports": [
                 {"name": name, "port": port}
                 for name, port in PILOT_PORTS.items()
-                if port in (15010, 8080, 15014)
+                if port in (15010, 15011, 8080, 15014)
             ],
         },
     }
@@ -222,14 +233,26 @@ def apply(kc: Kubectl, objects: list[JsonObject], context: str = "cluster1") -> 
     )
 
 
-def install_primary(kc: Kubectl, cluster_id: str = "cluster1", env: dict[str, str] | None = None) -> str:
+def ensure_namespace(kc: Kubectl, context: str = "cluster1") -> None:
+    kc(
+        "apply",
+        "-f",
+        "-",
+        context=context,
+        stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )
+
+
+def install_primary(
+    kc: Kubectl, cluster_id: str = "cluster1", env: dict[str, str] | None = None, secure: bool = False
+) -> str:
     """CRDs, RBAC, istio-pilot in cluster1; returns the pilot pod's IP once it is ready."""
-    kc("create", "namespace", NAMESPACE)
+    ensure_namespace(kc)
     for crd in definitions():
         kc("apply", "-f", "-", stdin=json.dumps(crd))
     kc("apply", "-f", "-", stdin=PILOT_RBAC)
     kc("apply", "-f", "-", stdin=json.dumps(pilot_service()))
-    kc("apply", "-f", "-", stdin=json.dumps(pilot_deployment(cluster_id, env)))
+    kc("apply", "-f", "-", stdin=json.dumps(pilot_deployment(cluster_id, env, secure)))
     kc("rollout", "status", "deployment/istio-pilot", "-n", NAMESPACE, "--timeout=120s")
     return pilot_ip(kc)
 
@@ -315,6 +338,7 @@ def install_ca(
     env: dict[str, str] | None = None,
 ) -> None:
     """As the seed: `kubectl create secret generic cacerts -n istio-system --from-file=...`, then the CA."""
+    ensure_namespace(kc, context)
     kc(
         "create",
         "secret",
@@ -335,7 +359,7 @@ def install_ca(
 
 
 def install_remote(kc: Kubectl, context: str, pilot: str) -> None:
-    kc("create", "namespace", NAMESPACE, context=context)
+    ensure_namespace(kc, context)
     kc("apply", "-f", "-", stdin=READER_RBAC, context=context)
     for obj in remote_pilot(pilot):
         kc("apply", "-f", "-", stdin=json.dumps(obj), context=context)
@@ -347,6 +371,7 @@ def sidecar_containers(
     discovery: str = "istio-pilot.istio-system:15010",
     xds: str = "delta",
     ca: str = "",
+    secure_control_plane: bool = False,
 ) -> tuple[JsonObject, JsonObject]:
     """The init container (capture rules) and the istio-proxy container, as injection will write them."""
     init = {
@@ -369,13 +394,13 @@ def sidecar_containers(
             "--serviceCluster",
             f"{app}.$(POD_NAMESPACE)",
             "--discoveryAddress",
-            discovery,
+            discovery.replace(":15010", ":15011") if secure_control_plane else discovery,
             "--proxyAdminPort",
             "15000",
             "--statusPort",
             "15020",
             "--controlPlaneAuthPolicy",
-            "NONE",
+            "MUTUAL_TLS" if secure_control_plane else "NONE",
             "--xdsProtocol",
             xds,
             *(["--caAddress", ca] if ca else []),
@@ -403,13 +428,18 @@ def sidecar_containers(
 
 
 def with_sidecar(
-    deployment: JsonObject, *, xds: str = "delta", ca: str = "", roots: str = "istio-ca-root-cert"
+    deployment: JsonObject,
+    *,
+    xds: str = "delta",
+    ca: str = "",
+    roots: str = "istio-ca-root-cert",
+    secure_control_plane: bool = False,
 ) -> JsonObject:
     """A Deployment with the sidecar added to its pod template; with `ca`, certificates from that CA and the
     roots of ConfigMap `roots`."""
     spec = deployment["spec"]["template"]["spec"]
     app = deployment["spec"]["template"]["metadata"]["labels"].get("app", deployment["metadata"]["name"])
-    init, proxy = sidecar_containers(app, xds=xds, ca=ca)
+    init, proxy = sidecar_containers(app, xds=xds, ca=ca, secure_control_plane=secure_control_plane)
     spec["initContainers"] = [init, *spec.get("initContainers", [])]
     spec["containers"] = [*spec["containers"], proxy]
     spec.setdefault("volumes", []).append({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}})

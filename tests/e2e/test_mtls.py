@@ -68,9 +68,10 @@ def sleep_container() -> JsonObject:
 
 @pytest.fixture(scope="module")
 def mesh(kc: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Certificates from one root, a CA per cluster, the control plane in cluster1, helloworld v1 (cluster1) and
-    v2 (cluster2) and sleep (cluster1) with sidecars and certificates, `plain` (cluster1) without a sidecar, and
-    `impostor` (cluster1): a sidecar whose certificate comes from a CA of an unrelated root."""
+    """Certificates from one root, a CA per cluster, the control plane in cluster1 (xDS over mTLS on 15011 too),
+    helloworld v1 (cluster1) and v2 (cluster2) and sleep (cluster1) with sidecars, certificates and their xDS
+    over mTLS, `plain` (cluster1) without a sidecar, and `impostor` (cluster1): a sidecar whose certificate comes
+    from a CA of an unrelated root (its xDS is plaintext)."""
     certs = tmp_path_factory.mktemp("certs")
     isthmus("x", "ca", "root", "--out", str(certs / "root"))
     for cluster in ("cluster1", "cluster2"):
@@ -98,14 +99,14 @@ def mesh(kc: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(certs / "rogue"),
     )
 
-    pilot = meshkit.install_primary(kc)
-    meshkit.install_remote(kc, "cluster2", pilot)
-    remote = generate_remote_kubeconfig(kc, "cluster2", tmp_path_factory.mktemp("seed-work"))
-    instantiate_credentials(kc, remote.path)
     ttl = {"ISTHMUS_CA_WORKLOAD_CERT_TTL": CERT_TTL}
     for cluster in ("cluster1", "cluster2"):
         meshkit.install_ca(kc, cluster, certs / cluster, env=ttl)
     meshkit.install_ca(kc, "cluster1", certs / "rogue", name="rogue-citadel", secret="rogue-cacerts")
+    pilot = meshkit.install_primary(kc, secure=True)
+    meshkit.install_remote(kc, "cluster2", pilot)
+    remote = generate_remote_kubeconfig(kc, "cluster2", tmp_path_factory.mktemp("seed-work"))
+    instantiate_credentials(kc, remote.path)
 
     docs = list(yaml.safe_load_all((SAMPLES / "helloworld.yaml").read_text()))
     service = next(d for d in docs if d["kind"] == "Service")
@@ -113,7 +114,7 @@ def mesh(kc: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca = meshkit.CA_ADDRESS
     for context, version in (("cluster1", "v1"), ("cluster2", "v2")):
         kc("create", "namespace", "sample", context=context)
-        objects = [service, meshkit.with_sidecar(versions[version], ca=ca)]
+        objects = [service, meshkit.with_sidecar(versions[version], ca=ca, secure_control_plane=True)]
         if context == "cluster1":
             rogue_roots = {
                 "apiVersion": "v1",
@@ -122,7 +123,11 @@ def mesh(kc: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "data": {"root-cert.pem": (certs / "rogue-root" / "root-cert.pem").read_text()},
             }
             objects += [
-                meshkit.with_sidecar(meshkit.deployment("sleep", {"app": "sleep"}, sleep_container()), ca=ca),
+                meshkit.with_sidecar(
+                    meshkit.deployment("sleep", {"app": "sleep"}, sleep_container()),
+                    ca=ca,
+                    secure_control_plane=True,
+                ),
                 meshkit.deployment("plain", {"app": "plain"}, sleep_container()),
                 rogue_roots,
                 meshkit.with_sidecar(
@@ -359,3 +364,63 @@ def test_a_csr_for_another_identity_is_refused_in_the_cluster(kc: Kubectl, mesh:
         check=False,
     )
     assert "PERMISSION_DENIED" in result.out and "sa/helloworld" in result.out, result.out + result.err
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PILOT_MTLS = f"istio-pilot.{NAMESPACE}.svc:15011"
+
+
+def probe(kc: Kubectl, *args: str) -> str:
+    """Run fixtures/xds_probe.py in the sleep pod's sidecar container (its certificate, token and roots)."""
+    result = kc.run(
+        "exec",
+        "-n",
+        "sample",
+        "deploy/sleep",
+        "-c",
+        "istio-proxy",
+        "--",
+        sys.executable,
+        str(FIXTURES / "xds_probe.py"),
+        PILOT_MTLS,
+        *args,
+        check=False,
+    )
+    return result.out.strip() + result.err.strip()
+
+
+def test_xds_over_mtls_refuses_no_certificate_and_another_pods_identity(kc: Kubectl, mesh: Path) -> None:
+    sleep_pod = kc(
+        "get", "pod", "-n", "sample", "-l", "app=sleep", "-o", "jsonpath={.items[0].metadata.name}"
+    )
+    assert probe(kc, "own", sleep_pod, "sample").startswith("OK "), "the pod itself must be served"
+    assert probe(kc, "none").startswith("UNAVAILABLE")
+    hello_pod = kc(
+        "get", "pod", "-n", "sample", "-l", "app=helloworld", "-o", "jsonpath={.items[0].metadata.name}"
+    )
+    refused = probe(kc, "own", hello_pod, "sample")
+    assert refused.startswith("PERMISSION_DENIED") and f"claims pod {hello_pod}.sample" in refused, refused
+
+
+def test_only_the_control_plane_may_read_the_ca_keys(kc: Kubectl, mesh: Path) -> None:
+    accounts = {
+        "system:serviceaccount:istio-system:istio-citadel-service-account": "yes",
+        "system:serviceaccount:istio-system:istio-reader-service-account": "no",
+        "system:serviceaccount:sample:default": "no",
+        "system:serviceaccount:sample:sleep": "no",
+    }
+    for context in ("cluster1", "cluster2"):
+        for account, expected in accounts.items():
+            answer = kc.run(
+                "auth",
+                "can-i",
+                "get",
+                "secret/cacerts",
+                "-n",
+                NAMESPACE,
+                "--as",
+                account,
+                context=context,
+                check=False,
+            ).out.strip()
+            assert answer == expected, (context, account, answer)

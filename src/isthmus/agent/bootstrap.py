@@ -136,6 +136,52 @@ def sds_cluster(options: AgentOptions) -> JsonObject:
     }
 
 
+def _sds(name: str) -> JsonObject:
+    return {
+        "name": name,
+        "sds_config": {
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
+                "set_node_on_first_message_only": True,
+            },
+            "resource_api_version": "V3",
+        },
+    }
+
+
+def pilot_identity(options: AgentOptions, host: str) -> str:
+    """The SAN the control plane must present: its service account in the namespace of the discovery host
+    (`istio-pilot.<ns>`), as Istio derives it."""
+    labels = host.split(".")
+    namespace = labels[1] if len(labels) > 1 and not host.replace(".", "").isdigit() else "istio-system"
+    return f"spiffe://{options.trust_domain}/ns/{namespace}/sa/istio-pilot-service-account"
+
+
+def control_plane_tls(options: AgentOptions, host: str) -> JsonObject:
+    """xDS over mTLS: the workload's certificate from SDS, the control plane's identity checked."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [_sds("default")],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "URI", "matcher": {"exact": pilot_identity(options, host)}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": _sds("ROOTCA"),
+                },
+            },
+        },
+    }
+
+
 def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> JsonObject:
     host, port = _host_port(options.discovery_address)
     try:
@@ -148,10 +194,14 @@ def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> Json
     if options.ca_address:
         metadata["SDS"] = "true"
         clusters.append(sds_cluster(options))
-    if options.control_plane_auth_policy != "NONE":
+    if options.control_plane_auth_policy not in ("NONE", "MUTUAL_TLS"):
         raise BootstrapError(
-            f"--controlPlaneAuthPolicy {options.control_plane_auth_policy}: mutual TLS to the control plane "
-            "is not available yet; use NONE (port 15010)"
+            f"--controlPlaneAuthPolicy {options.control_plane_auth_policy!r}: use NONE (port 15010) or "
+            "MUTUAL_TLS (port 15011)"
+        )
+    if options.control_plane_auth_policy == "MUTUAL_TLS" and not options.ca_address:
+        raise BootstrapError(
+            "--controlPlaneAuthPolicy MUTUAL_TLS needs the workload's certificate: pass --caAddress (or CA_ADDR)"
         )
     xds_cluster: JsonObject = {
         "name": "xds-grpc",
@@ -182,6 +232,8 @@ def bootstrap(options: AgentOptions, proxy: ProxyIdentity, version: str) -> Json
             ],
         },
     }
+    if options.control_plane_auth_policy == "MUTUAL_TLS":
+        xds_cluster["transport_socket"] = control_plane_tls(options, host)
     admin_cluster: JsonObject = {
         "name": "prometheus_stats",
         "type": "STATIC",

@@ -38,6 +38,7 @@ class CertificateOptions:
     cluster_id: str = ""
     validity_seconds: int = 0  # 0: the CA's default
     server_name: str = ""  # the name the CA's certificate is checked for; default: the host of ca_address
+    dns_names: tuple[str, ...] = ()  # besides the SPIFFE id (the control plane's Service names)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class WorkloadCertificates:
 
     async def _issue(self) -> Issued:
         key = pki.KeyType.EC_P256.generate()
-        csr = pki.new_csr(key, [str(self.options.identity)])
+        csr = pki.new_csr(key, [str(self.options.identity)], self.options.dns_names)
         token = self.options.token_path.read_text().strip()
         chain = await request_certificate(
             self.options.ca_address,

@@ -43,6 +43,20 @@ def discovery(
     grpc_address: Annotated[str, typer.Option("--grpc-address", help="Where xDS listens (plaintext).")] = (
         "127.0.0.1:15010"
     ),
+    secure_grpc_address: Annotated[
+        str,
+        typer.Option(
+            "--secure-grpc-address",
+            help="xDS over mutual TLS (15011): proxies must present certificates of the pods they claim "
+            "(needs --ca-address).",
+        ),
+    ] = "",
+    ca_address: Annotated[
+        str,
+        typer.Option(
+            "--ca-address", envvar="CA_ADDR", help="The cluster's CA, for this process's own certificate."
+        ),
+    ] = "",
 ) -> None:
     """Discover services, endpoints and pods in this cluster and in the remote clusters registered by Secrets
     labelled istio/multiCluster=true, and serve them."""
@@ -62,6 +76,15 @@ def discovery(
         monitoring_address=monitoring_address,
         grpc_address=grpc_address,
         pod_name=os.environ.get("POD_NAME", ""),
+        secure_grpc_address=secure_grpc_address,
+        ca_address=ca_address,
+        service_account=os.environ.get("SERVICE_ACCOUNT") or "istio-pilot-service-account",
     )
+    if secure_grpc_address and not ca_address:
+        typer.echo(
+            "error: --secure-grpc-address needs --ca-address (the CA that issues this process's certificate)",
+            err=True,
+        )
+        raise typer.Exit(2)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(client, options))

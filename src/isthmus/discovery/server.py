@@ -21,6 +21,7 @@ import logging
 import signal
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,14 +31,18 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from isthmus import tunables
+from isthmus.agent.certificates import CertificateOptions, WorkloadCertificates
 from isthmus.aio import cancel_all
 from isthmus.config.mesh import MeshConfig, MeshWatcher
 from isthmus.config.store import ConfigStore
 from isthmus.discovery import memory, metrics
 from isthmus.model import ClusterId, Event, MeshChanged
+from isthmus.model.identity import SpiffeId
 from isthmus.registry.aggregate import Aggregate
 from isthmus.registry.cluster import ClusterRegistry
 from isthmus.registry.remotes import RemoteSecrets
+from isthmus.security.credentials import RotatingServerCredentials
+from isthmus.security.server import PILOT_SERVICE, service_dns_names
 from isthmus.xds import metrics as xds_metrics
 from isthmus.xds.server import XdsServer
 from isthmus.xds.view import MeshSources
@@ -54,6 +59,11 @@ class DiscoveryOptions:
     monitoring_address: str = "127.0.0.1:15014"
     grpc_address: str = "127.0.0.1:15010"
     pod_name: str = ""  # this process's pod (POD_NAME), shown by proxy-status
+    secure_grpc_address: str = ""  # xDS over mTLS (15011); needs a CA
+    ca_address: str = ""  # the cluster's CA, for this process's own certificate
+    service_account: str = "istio-pilot-service-account"
+    root_cert_path: str = "/var/run/secrets/istio/root-cert.pem"
+    token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -109,6 +119,8 @@ class Discovery:
         ]
         memory.configure()
         await self.xds.start(self.options.grpc_address)
+        if self.options.secure_grpc_address:
+            self._tasks.append(loop.create_task(self._serve_secure(), name="xds over mTLS"))
         for address, app in (
             (self.options.http_address, self._debug_app()),
             (self.options.monitoring_address, self._monitoring_app()),
@@ -124,6 +136,49 @@ class Discovery:
             self.options.http_address,
             self.options.monitoring_address,
         )
+
+    async def _serve_secure(self) -> None:
+        """The control plane's own certificate (identity istio-pilot-service-account) from its cluster's CA,
+        then xDS over mTLS with it, the certificate renewed as sidecars' are."""
+        await self.ready.wait()  # the mesh config (trust domain) is known
+        options = self.options
+        rotating: list[RotatingServerCredentials] = []
+
+        def changed() -> None:
+            issued = certificates.current
+            if issued is None:
+                return
+            if rotating:
+                rotating[0].update(issued.key_pem, issued.chain_pem, certificates.roots_pem)
+
+        identity = SpiffeId(self.mesh.config.trust_domain, options.namespace, options.service_account)
+        certificates = WorkloadCertificates(
+            CertificateOptions(
+                ca_address=options.ca_address,
+                root_path=Path(options.root_cert_path),
+                token_path=Path(options.token_path),
+                identity=identity,
+                cluster_id=options.cluster_id,
+                dns_names=tuple(service_dns_names(PILOT_SERVICE, options.namespace)),
+            ),
+            changed,
+        )
+        renewals = asyncio.get_running_loop().create_task(
+            certificates.run(), name="control plane certificate"
+        )
+        try:
+            await certificates.ready.wait()
+            issued = certificates.current
+            assert issued is not None
+            rotating.append(
+                RotatingServerCredentials(
+                    issued.key_pem, issued.chain_pem, certificates.roots_pem, require_client_auth=True
+                )
+            )
+            await self.xds.start_secure(options.secure_grpc_address, rotating[0].credentials())
+            await renewals
+        finally:
+            renewals.cancel()
 
     async def stop(self) -> None:
         await self.xds.stop()

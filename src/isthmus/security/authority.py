@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from isthmus.model.identity import SpiffeId
 from isthmus.security.pki import WORKLOAD_LIFETIME, KeyType, PkiError, Signer, parse_csr
@@ -38,6 +39,8 @@ class SigningPolicy:
     default_lifetime: datetime.timedelta = WORKLOAD_LIFETIME
     max_lifetime: datetime.timedelta = MAX_WORKLOAD_LIFETIME
     key_types: frozenset[KeyType] = frozenset(KeyType)
+    # DNS names an identity may have besides its SPIFFE id (the control plane's Service names)
+    dns_names: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class CertificateAuthority:
@@ -80,11 +83,13 @@ class CertificateAuthority:
             raise SigningError(
                 Refusal.INVALID_ARGUMENT, f"key type {request.key_type.value} is not allowed: use {allowed}"
             )
-        if request.dns_names:
+        may_have = self.policy.dns_names.get(str(identity), frozenset())
+        refused = [d for d in request.dns_names if d not in may_have]
+        if refused:
             raise SigningError(
                 Refusal.PERMISSION_DENIED,
-                f"the CSR asks for DNS names {', '.join(request.dns_names)}: workload certificates carry only "
-                "the caller's SPIFFE id",
+                f"the CSR asks for DNS names {', '.join(refused)}: workload certificates carry only "
+                "the caller's SPIFFE id (and the control plane its Service's names)",
             )
         others = [u for u in request.uris if u != str(identity)]
         if others:
@@ -94,6 +99,6 @@ class CertificateAuthority:
                 "only get its own service account's identity",
             )
         signer = self.signer
-        leaf = signer.workload(request.public_key, [str(identity)], lifetime)
+        leaf = signer.workload(request.public_key, [str(identity)], lifetime, request.dns_names)
         self.issued += 1
         return signer.chain_pem(leaf)

@@ -331,15 +331,14 @@ def write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def new_csr(key: PrivateKey, identities: Sequence[str]) -> bytes:
-    """A PEM CSR for a workload key asking for the given SPIFFE ids."""
+def new_csr(key: PrivateKey, identities: Sequence[str], dns_names: Sequence[str] = ()) -> bytes:
+    """A PEM CSR for a workload key asking for the given SPIFFE ids (and DNS names)."""
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(i) for i in identities]
+    names += [x509.DNSName(d) for d in dns_names]
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(i) for i in identities]),
-            critical=True,
-        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=True)
         .sign(key, _hash_for(key))
     )
     return csr.public_bytes(serialization.Encoding.PEM)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from isthmus.aio import cancel_all
 from isthmus.model.identity import SpiffeId
 from isthmus.security import pki
 from isthmus.security.authority import CertificateAuthority, Refusal, SigningError, SigningPolicy
+from isthmus.security.credentials import RotatingServerCredentials
 from isthmus.security.protocol import METHOD, SERVICE, CertificateRequest, CertificateResponse, ProtocolError
 from isthmus.security.roots import PluginSource, RootPublisher, SelfSignedSource, bundle_pem
 from isthmus.security.tokens import TokenReviewer, bearer_token
@@ -40,6 +40,12 @@ REGISTRY = CollectorRegistry()
 ISSUED = Counter("isthmus_ca_certificates_issued_total", "Workload certificates signed", registry=REGISTRY)
 REFUSED = Counter("isthmus_ca_requests_refused_total", "CSRs refused", ["reason"], registry=REGISTRY)
 SERVING_CERT_LIFETIME = datetime.timedelta(days=30)
+PILOT_SERVICE, PILOT_SERVICE_ACCOUNT = "istio-pilot", "istio-pilot-service-account"
+
+
+def service_dns_names(name: str, namespace: str) -> list[str]:
+    """The names a Service is reached by in its cluster."""
+    return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
 
 
 @dataclass
@@ -58,22 +64,16 @@ class CaOptions:
 
 
 class ServingCertificate:
-    """The CA's own TLS certificate, re-issued at half-life; read by gRPC's handshake thread."""
+    """The CA's own TLS certificate, issued by its signer and re-issued at half-life."""
 
     def __init__(self, options: CaOptions) -> None:
         self.options = options
-        self._lock = threading.Lock()
-        self._pair: tuple[bytes, bytes] = (b"", b"")
         self._renew_at = datetime.datetime.min.replace(tzinfo=datetime.UTC)
-        self._served: tuple[bytes, bytes] | None = None
+        self.rotating: RotatingServerCredentials | None = None
 
     def dns_names(self) -> list[str]:
-        name, namespace = self.options.service_name, self.options.namespace
         return [
-            name,
-            f"{name}.{namespace}",
-            f"{name}.{namespace}.svc",
-            f"{name}.{namespace}.svc.cluster.local",
+            *service_dns_names(self.options.service_name, self.options.namespace),
             *self.options.extra_dns_names,
         ]
 
@@ -81,36 +81,30 @@ class ServingCertificate:
         key = pki.KeyType.EC_P256.generate()
         identity = SpiffeId(self.options.trust_domain, self.options.namespace, self.options.service_account)
         leaf = signer.workload(key.public_key(), [str(identity)], SERVING_CERT_LIFETIME, self.dns_names())
-        chain = "".join(signer.chain_pem(leaf)[:-1])  # the root is not sent
-        with self._lock:
-            self._pair = (pki.key_pem(key), chain.encode())
-            self._renew_at = (
-                leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) / 2
+        chain = "".join(signer.chain_pem(leaf)[:-1]).encode()  # the root is not sent
+        if self.rotating is None:
+            self.rotating = RotatingServerCredentials(
+                pki.key_pem(key), chain, None, require_client_auth=False
             )
+        else:
+            self.rotating.update(pki.key_pem(key), chain, None)
+        self._renew_at = (
+            leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) / 2
+        )
 
     def due(self) -> bool:
         return datetime.datetime.now(datetime.UTC) >= self._renew_at
-
-    def configuration(self) -> Any:
-        with self._lock:
-            self._served = self._pair
-            return grpc.ssl_server_certificate_configuration([self._pair])
-
-    def fetch(self) -> Any:
-        """gRPC asks before each handshake: a new configuration when the certificate changed, else None."""
-        with self._lock:
-            if self._served == self._pair:
-                return None
-        return self.configuration()
 
 
 class CaServer:
     def __init__(self, client: AsyncClient, options: CaOptions) -> None:
         self.client = client
         self.options = options
+        pilot = SpiffeId(options.trust_domain, options.namespace, PILOT_SERVICE_ACCOUNT)
         self.policy = SigningPolicy(
             default_lifetime=datetime.timedelta(seconds=tunables.CA_WORKLOAD_CERT_TTL.get()),
             max_lifetime=datetime.timedelta(seconds=tunables.CA_MAX_WORKLOAD_CERT_TTL.get()),
+            dns_names={str(pilot): frozenset(service_dns_names(PILOT_SERVICE, options.namespace))},
         )
         self.plugin = PluginSource(options.cacerts) if not options.self_signed else None
         self.self_signed = (
@@ -212,8 +206,8 @@ class CaServer:
 
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((self._handler(),))
-        credentials = grpc.dynamic_ssl_server_credentials(self.serving.configuration(), self.serving.fetch)
-        self.port = server.add_secure_port(self.options.grpc_address, credentials)
+        assert self.serving.rotating is not None
+        self.port = server.add_secure_port(self.options.grpc_address, self.serving.rotating.credentials())
         if not self.port:
             raise OSError(f"cannot listen on {self.options.grpc_address} (--grpc-address)")
         await server.start()

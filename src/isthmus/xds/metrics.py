@@ -26,3 +26,8 @@ CONVERGE = Histogram(
     registry=REGISTRY,
 )
 BAD_NODES = Counter("isthmus_xds_bad_nodes_total", "Streams refused because of their node", registry=REGISTRY)
+REFUSED_STREAMS = Counter(
+    "isthmus_xds_refused_streams_total",
+    "Streams on the mTLS port refused: the certificate is not the pod the proxy claims",
+    registry=REGISTRY,
+)

@@ -29,6 +29,7 @@ from isthmus import tunables
 from isthmus.config.security import MtlsMode
 from isthmus.model import Event, Locality
 from isthmus.xds import cds, lds, metrics, names, rds, wire
+from isthmus.xds.authn import AuthenticationError, authenticate
 from isthmus.xds.connection import EMPTY, Connection, Layered, Snapshot, WriteFn, next_nonce
 from isthmus.xds.eds import EndpointCache
 from isthmus.xds.node import NodeError, parse
@@ -98,6 +99,8 @@ class XdsServer:
         self.queue = PushQueue(self.push)
         self._slots: asyncio.Semaphore | None = None
         self._server: grpc.aio.Server | None = None
+        self._secure_server: grpc.aio.Server | None = None
+        self.secure_address = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound_ips: dict[str, frozenset[str]] = {}  # host -> its endpoint addresses that are proxies
         self.address = ""
@@ -106,26 +109,35 @@ class XdsServer:
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self, secure: bool = False) -> grpc.GenericRpcHandler:
+        """The ADS methods; `secure`: each stream's proxy must prove it is the pod it claims (15011)."""
+
+        async def sotw(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await self._stream(context, delta=False, secure=secure)
+
+        async def delta(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await self._stream(context, delta=True, secure=secure)
+
         return grpc.method_handlers_generic_handler(
             ADS_SERVICE,
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._sotw,
+                    sotw,
                     request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                     response_serializer=_identity,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._delta,
+                    delta,
                     request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                     response_serializer=_identity,
                 ),
             },
         )
 
-    async def start(self, address: str) -> None:
+    @staticmethod
+    def _new_server() -> grpc.aio.Server:
         keepalive = int(tunables.XDS_KEEPALIVE.get() * 1000)
-        server = grpc.aio.server(
+        return grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", keepalive),
                 ("grpc.keepalive_timeout_ms", int(tunables.XDS_KEEPALIVE_TIMEOUT.get() * 1000)),
@@ -136,6 +148,9 @@ class XdsServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
+
+    async def start(self, address: str) -> None:
+        server = self._new_server()
         server.add_generic_rpc_handlers((self.handler(),))
         port = server.add_insecure_port(address)
         if port == 0:
@@ -147,25 +162,33 @@ class XdsServer:
         self._tasks.append(asyncio.get_running_loop().create_task(self.queue.run(), name="xds push queue"))
         log.info("xDS (ADS, state of the world and delta) on %s", address)
 
+    async def start_secure(self, address: str, credentials: grpc.ServerCredentials) -> None:
+        """xDS over mutual TLS (`credentials` require a client certificate from the mesh's roots)."""
+        server = self._new_server()
+        server.add_generic_rpc_handlers((self.handler(secure=True),))
+        if server.add_secure_port(address, credentials) == 0:
+            raise OSError(
+                f"xDS over mTLS: cannot listen on {address} (in use, or not an address of this host)"
+            )
+        await server.start()
+        self._secure_server = server
+        self.secure_address = address
+        log.info("xDS over mutual TLS on %s (proxies must be the pods they claim)", address)
+
     async def stop(self, grace: float = 1.0) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+        for server in (self._server, self._secure_server):
+            if server is not None:
+                await server.stop(grace)
+        self._server = self._secure_server = None
 
     def on_event(self, event: Event) -> None:
         self.queue.add(event)
 
     # -- streams ------------------------------------------------------------------------------------------
 
-    async def _sotw(self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await self._stream(context, delta=False)
-
-    async def _delta(self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await self._stream(context, delta=True)
-
-    async def _stream(self, context: grpc.aio.ServicerContext[Any, Any], delta: bool) -> None:
+    async def _stream(self, context: grpc.aio.ServicerContext[Any, Any], delta: bool, secure: bool) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -176,6 +199,14 @@ class XdsServer:
             log.warning("refused an xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        if secure:
+            try:
+                authenticate(self.sources, node, context.peer(), context.auth_context())
+            except AuthenticationError as exc:
+                metrics.REFUSED_STREAMS.inc()
+                log.warning("refused an xDS stream from %s: %s", context.peer(), exc)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                return
         proxy = resolve(node, self.sources)
         connection = Connection(self, proxy, self._view(proxy), delta, context.peer())
         connection.write = context.write

@@ -61,9 +61,13 @@ async def start_ca(apiserver: LocalApi, **options: Any) -> CaServer:
     kube = Kube(apiserver.client())
     for ns in ("istio-system", "sample"):
         await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    for name in ("sleep", "helloworld"):
+    for namespace, name in (
+        ("sample", "sleep"),
+        ("sample", "helloworld"),
+        ("istio-system", "istio-pilot-service-account"),
+    ):
         await kube.create(
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": "sample"}}
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
         )
     server = CaServer(apiserver.client(), ca_options(**options))
     await server.start()

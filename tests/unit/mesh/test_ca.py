@@ -145,6 +145,19 @@ async def _call_without_token(ca: Ca, csr: bytes) -> None:
             raise CaClientError(exc.code(), exc.details() or "") from None
 
 
+async def test_the_control_plane_may_have_its_services_dns_names(ca: Ca) -> None:
+    token = await ca.kube.token("istio-system", "istio-pilot-service-account")
+    key = pki.KeyType.EC_P256.generate()
+    pilot = "spiffe://cluster.local/ns/istio-system/sa/istio-pilot-service-account"
+    chain = await ca.sign(token, pki.new_csr(key, [pilot], ["istio-pilot.istio-system.svc"]))
+    leaf = x509.load_pem_x509_certificate(chain[0].encode())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["istio-pilot.istio-system.svc"]
+    with pytest.raises(CaClientError) as refused:
+        await ca.sign(token, pki.new_csr(key, [pilot], ["helloworld.sample.svc"]))
+    assert "helloworld.sample.svc" in refused.value.details
+
+
 async def test_a_client_that_does_not_trust_the_ca_root_cannot_talk_to_it(ca: Ca, tmp_path: Path) -> None:
     other = make_ca(tmp_path)
     token = await ca.kube.token("sample", "sleep")

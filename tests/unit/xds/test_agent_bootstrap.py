@@ -79,3 +79,48 @@ def test_an_incomplete_environment_is_explained(env: dict[str, str], says: str) 
 def test_a_bad_discovery_address_is_explained() -> None:
     with pytest.raises(BootstrapError, match="--discoveryAddress 'istio-pilot' is not HOST:PORT"):
         bootstrap(AgentOptions(discovery_address="istio-pilot"), identity(ENV), "x")
+
+
+SECURE = AgentOptions(
+    discovery_address="istio-pilot.istio-system:15011",
+    control_plane_auth_policy="MUTUAL_TLS",
+    ca_address="istio-citadel.istio-system.svc:8060",
+)
+
+
+def test_mutual_tls_to_the_control_plane_checks_the_pilot_identity(tmp_path: Path) -> None:
+    config = bootstrap(SECURE, identity(ENV), "0.1.0")
+    assert config["node"]["metadata"]["SDS"] == "true"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["sds-grpc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"
+    ] == {"pipe": {"path": "/etc/istio/proxy/SDS"}}
+    tls = clusters["xds-grpc"]["transport_socket"]["typed_config"]["common_tls_context"]
+    san = tls["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"][0]
+    assert san["matcher"]["exact"] == "spiffe://cluster.local/ns/istio-system/sa/istio-pilot-service-account"
+    assert tls["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    path = tmp_path / "envoy-rev0.json"
+    path.write_text(json.dumps(config))
+    result = subprocess.run(
+        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (
+            AgentOptions(control_plane_auth_policy="MUTUAL_TLS"),
+            "needs the workload's certificate: pass --caAddress",
+        ),
+        (AgentOptions(control_plane_auth_policy="TLS"), "use NONE (port 15010) or MUTUAL_TLS (port 15011)"),
+    ],
+)
+def test_bad_control_plane_auth_settings_are_explained(options: AgentOptions, says: str) -> None:
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap(options, identity(ENV), "x")
+    assert says in str(caught.value)

@@ -115,12 +115,23 @@ class MeshBuilder:
         ip: str,
         labels: dict[str, str] | None = None,
         namespace: str = NS,
+        service_account: str = "default",
     ) -> None:
         self.aggregate.workload_changed(
             cluster,
             None,
             KPod(
-                namespace, name, f"uid-{name}", ip, "default", FrozenMap(labels or {}), "", True, True, "", ""
+                namespace,
+                name,
+                f"uid-{name}",
+                ip,
+                service_account,
+                FrozenMap(labels or {}),
+                "",
+                True,
+                True,
+                "",
+                "",
             ),
         )
 
