@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from tests.e2e import meshkit
-from tests.e2e.localkit import Kubectl, LocalClusters, isthmus_command
+from tests.e2e.localkit import Kubectl, KubectlResult, isthmus_command
 from tests.e2e.seedkit import (
     NAMESPACE,
     SAMPLES,
@@ -43,18 +42,9 @@ JsonObject = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    run = LocalClusters(tmp_path_factory.mktemp("local"))
-    try:
-        run.up(2)
-        yield run
-    finally:
-        run.down(purge=True)
-
-
-@pytest.fixture(scope="module")
-def kc(local_run: LocalClusters, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(local_run.kubeconfig, tmp_path_factory.mktemp("kubectl-cache"))
+def kc(kubectl: Kubectl) -> Kubectl:
+    """kubectl on the module's two clusters (conftest's `clusters`)."""
+    return kubectl
 
 
 def isthmus(*args: str) -> None:
@@ -336,6 +326,11 @@ def test_the_roots_are_published_in_every_namespace(kc: Kubectl, mesh: Path) -> 
         assert published.strip() == root.strip()
 
 
+def in_sidecar(kc: Kubectl, *command: str) -> KubectlResult:
+    """Run a command in the sleep pod's sidecar container (its token and roots are mounted there)."""
+    return kc.run("exec", "-n", "sample", "deploy/sleep", "-c", "istio-proxy", "--", *command, check=False)
+
+
 def test_a_csr_for_another_identity_is_refused_in_the_cluster(kc: Kubectl, mesh: Path) -> None:
     """From inside the sleep pod, with its own token, ask the CA for helloworld's identity."""
     script = (
@@ -350,19 +345,7 @@ def test_a_csr_for_another_identity_is_refused_in_the_cluster(kc: Kubectl, mesh:
         "\ntry:\n asyncio.run(request_certificate('istio-citadel.istio-system.svc:8060',roots,token,csr))\n"
         "except CaClientError as e:\n print(e)"
     )
-    result = kc.run(
-        "exec",
-        "-n",
-        "sample",
-        "deploy/sleep",
-        "-c",
-        "istio-proxy",
-        "--",
-        sys.executable,
-        "-c",
-        script,
-        check=False,
-    )
+    result = in_sidecar(kc, sys.executable, "-c", script)
     assert "PERMISSION_DENIED" in result.out and "sa/helloworld" in result.out, result.out + result.err
 
 
@@ -372,20 +355,7 @@ PILOT_MTLS = f"istio-pilot.{NAMESPACE}.svc:15011"
 
 def probe(kc: Kubectl, *args: str) -> str:
     """Run fixtures/xds_probe.py in the sleep pod's sidecar container (its certificate, token and roots)."""
-    result = kc.run(
-        "exec",
-        "-n",
-        "sample",
-        "deploy/sleep",
-        "-c",
-        "istio-proxy",
-        "--",
-        sys.executable,
-        str(FIXTURES / "xds_probe.py"),
-        PILOT_MTLS,
-        *args,
-        check=False,
-    )
+    result = in_sidecar(kc, sys.executable, str(FIXTURES / "xds_probe.py"), PILOT_MTLS, *args)
     return result.out.strip() + result.err.strip()
 
 

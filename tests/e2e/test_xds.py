@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +42,9 @@ JsonObject = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    run = LocalClusters(tmp_path_factory.mktemp("local"))
-    try:
-        run.up(2)
-        yield run
-    finally:
-        run.down(purge=True)
-
-
-@pytest.fixture(scope="module")
-def kc(local_run: LocalClusters, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(local_run.kubeconfig, tmp_path_factory.mktemp("kubectl-cache"))
+def kc(kubectl: Kubectl) -> Kubectl:
+    """kubectl on the module's two clusters (conftest's `clusters`)."""
+    return kubectl
 
 
 def python_container(name: str, script: str, *args: str, env: dict[str, str] | None = None) -> JsonObject:
@@ -160,13 +150,13 @@ def metric(kc: Kubectl, pilot: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def proxy_status(local_run: LocalClusters) -> list[list[str]]:
+def proxy_status(clusters: LocalClusters) -> list[list[str]]:
     result = subprocess.run(
         [
             isthmus_command(),
             "proxy-status",
             "--kubeconfig",
-            str(local_run.kubeconfig),
+            str(clusters.kubeconfig),
             "--context",
             "cluster1",
         ],
@@ -178,9 +168,9 @@ def proxy_status(local_run: LocalClusters) -> list[list[str]]:
     return [line.split() for line in result.stdout.splitlines()]
 
 
-def all_synced(local_run: LocalClusters, expected: int) -> bool:
+def all_synced(clusters: LocalClusters, expected: int) -> bool:
     """Whether proxy-status lists `expected` proxies, all SYNCED (else AssertionError shows the table)."""
-    rows = proxy_status(local_run)[1:]
+    rows = proxy_status(clusters)[1:]
     assert len(rows) >= expected and all(row[2:6] == ["SYNCED"] * 4 for row in rows), rows
     return True
 
@@ -224,14 +214,14 @@ class Load(threading.Thread):
 
 
 def test_sidecars_route_to_endpoints_in_both_clusters(
-    kc: Kubectl, mesh: str, local_run: LocalClusters
+    kc: Kubectl, mesh: str, clusters: LocalClusters
 ) -> None:
     counts = hello_counts(kc, 40)
     assert set(counts) == {"v1", "v2"}, counts  # cluster1's v1 and cluster2's v2, through the client's Envoy
     from_remote = hello_counts(kc, 40, context="cluster2")
     assert set(from_remote) == {"v1", "v2"}, from_remote
-    wait_until("every proxy SYNCED in proxy-status", lambda: all_synced(local_run, 6), 30)
-    header, *proxies = proxy_status(local_run)
+    wait_until("every proxy SYNCED in proxy-status", lambda: all_synced(clusters, 6), 30)
+    header, *proxies = proxy_status(clusters)
     assert header[:6] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS"]
     # cluster2's sidecars claim the primary's CLUSTER_ID, as the seed's remotes do: the registry decides
     assert {row[1] for row in proxies if row[0].startswith("helloworld-v2")} == {"cluster2"}, proxies
@@ -298,7 +288,7 @@ def test_virtual_service_weights_split_1000_requests(kc: Kubectl, mesh: str) -> 
 
 
 def test_a_config_envoy_rejects_is_counted_and_the_rest_keeps_working(
-    kc: Kubectl, mesh: str, local_run: LocalClusters
+    kc: Kubectl, mesh: str, clusters: LocalClusters
 ) -> None:
     """A regex Python accepts but Envoy's RE2 does not: the route is NACKed; traffic keeps its last config."""
     before = metric(kc, mesh, "isthmus_xds_rejects_total")
@@ -322,14 +312,14 @@ def test_a_config_envoy_rejects_is_counted_and_the_rest_keeps_working(
         counts = hello_counts(kc, 40)
         assert set(counts) == {"v1", "v2"}, counts  # the last accepted routes still serve
         assert {"v1", "v2"} == set(hello_counts(kc, 40, context="cluster2"))
-        rows = {row[0]: row for row in proxy_status(local_run)[1:]}
+        rows = {row[0]: row for row in proxy_status(clusters)[1:]}
         sleep_row = next(
             row for name, row in rows.items() if name.startswith("sleep") and row[1] == "cluster1"
         )
         assert sleep_row[5] == "STALE" and sleep_row[2] == "SYNCED", sleep_row
     finally:
         kc("delete", "virtualservice", "helloworld-bad", "-n", "sample")
-    wait_until("RDS accepted again", lambda: all_synced(local_run, 6), 30)
+    wait_until("RDS accepted again", lambda: all_synced(clusters, 6), 30)
 
 
 def test_locality_failover_prefers_the_own_cluster_and_comes_back(kc: Kubectl, mesh: str) -> None:
@@ -417,7 +407,7 @@ def test_a_grpc_client_reaches_servers_in_both_clusters(kc: Kubectl, mesh: str) 
 
 
 def test_a_restarted_discovery_process_leaves_traffic_flowing(
-    kc: Kubectl, mesh: str, local_run: LocalClusters
+    kc: Kubectl, mesh: str, clusters: LocalClusters
 ) -> None:
     """The discovery container restarts in place (same pod, same address); Envoys keep their config, reconnect
     and resync; a change made afterwards reaches them."""
@@ -431,7 +421,7 @@ def test_a_restarted_discovery_process_leaves_traffic_flowing(
         "get", "pod", mesh, "-n", NAMESPACE, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"
     )
     assert int(restarts) >= 1
-    wait_until("every proxy SYNCED with the restarted pilot", lambda: all_synced(local_run, 6), 60)
+    wait_until("every proxy SYNCED with the restarted pilot", lambda: all_synced(clusters, 6), 60)
     kc("scale", "deployment", "helloworld-v2", "-n", "sample", "--replicas=2", context="cluster2")
     try:
         kc(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 import os
 import signal
 from pathlib import Path
@@ -13,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from isthmus.kube import client as kube_client
-from isthmus.kube.client import KubeconfigError
+from isthmus.cli import component
 
 certs = typer.Typer(
     help="Create plug-in CA certificates: one root, an intermediate per cluster.", no_args_is_help=True
@@ -147,13 +145,7 @@ def ca(
     from isthmus.security.pki import PkiError
     from isthmus.security.server import CaOptions, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    try:
-        client = kube_client.for_component(kubeconfig, context)
-    except KubeconfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    client = component.start(kubeconfig, context)
     options = CaOptions(
         namespace=namespace,
         trust_domain=trust_domain,

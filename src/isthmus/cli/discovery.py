@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Annotated
 
 import typer
 import uvloop
 
-from isthmus.kube import client as kube_client
-from isthmus.kube.client import KubeconfigError
+from isthmus.cli import component
 
 
 def discovery(
@@ -62,13 +60,7 @@ def discovery(
     labelled istio/multiCluster=true, and serve them."""
     from isthmus.discovery.server import DiscoveryOptions, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    try:
-        client = kube_client.for_component(kubeconfig, context)
-    except KubeconfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    client = component.start(kubeconfig, context)
     options = DiscoveryOptions(
         cluster_id=cluster_id,
         namespace=namespace,

@@ -3,14 +3,12 @@ Envoy itself; and the errors when the environment is incomplete."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from isthmus.agent.bootstrap import AgentOptions, BootstrapError, bootstrap, identity
-from isthmus.agent.envoy import bundled_binary
+from tests.unit.xds.xdskit import assert_envoy_accepts
 
 ENV = {
     "POD_NAME": "helloworld-v1-abc",
@@ -51,15 +49,7 @@ def test_an_ip_discovery_address_is_static() -> None:
 
 
 def test_envoy_accepts_the_bootstrap(tmp_path: Path) -> None:
-    path = tmp_path / "envoy-rev0.json"
-    path.write_text(json.dumps(bootstrap(AgentOptions(), identity(ENV), "0.1.0")))
-    result = subprocess.run(
-        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(bootstrap(AgentOptions(), identity(ENV), "0.1.0"), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -99,15 +89,7 @@ def test_mutual_tls_to_the_control_plane_checks_the_pilot_identity(tmp_path: Pat
     san = tls["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"][0]
     assert san["matcher"]["exact"] == "spiffe://cluster.local/ns/istio-system/sa/istio-pilot-service-account"
     assert tls["tls_certificate_sds_secret_configs"][0]["name"] == "default"
-    path = tmp_path / "envoy-rev0.json"
-    path.write_text(json.dumps(config))
-    result = subprocess.run(
-        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(config, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,11 @@ semantics, scoping, locality priorities, proxyless forms; and that Envoy itself 
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from isthmus.agent.envoy import bundled_binary
 from isthmus.config.mesh import MeshConfig
 from isthmus.xds import cds, lds, rds
 from isthmus.xds.eds import EndpointCache
@@ -19,7 +16,7 @@ from isthmus.xds.node import parse
 from isthmus.xds.resources import TypeUrl
 from isthmus.xds.server import MESSAGES
 from isthmus.xds.view import View, inbound_ports, resolve, view_key
-from tests.unit.xds.xdskit import C1, C2, ZONES, MeshBuilder, http, node, tcp
+from tests.unit.xds.xdskit import C1, C2, ZONES, MeshBuilder, assert_envoy_accepts, http, node, tcp
 
 HOST = "helloworld.sample.svc.cluster.local"
 
@@ -312,12 +309,4 @@ def test_envoy_accepts_everything_generated(mesh: MeshBuilder, tmp_path: Path) -
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15000}}},
         "static_resources": {"clusters": static_clusters, "listeners": static_listeners},
     }
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    result = subprocess.run(
-        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(bootstrap, tmp_path)

@@ -4,8 +4,6 @@ port), proxies without certificates, and Envoy accepting all of it with the agen
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +14,11 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from isthmus.agent.bootstrap import AgentOptions, sds_cluster
-from isthmus.agent.envoy import bundled_binary
 from isthmus.config.security import MtlsMode
 from isthmus.xds import cds, lds
 from isthmus.xds.node import parse
 from isthmus.xds.view import View, inbound_ports, resolve, view_key
-from tests.unit.xds.xdskit import C1, C2, MeshBuilder, http, node
+from tests.unit.xds.xdskit import C1, C2, MeshBuilder, assert_envoy_accepts, http, node
 
 HOST = "helloworld.sample.svc.cluster.local"
 CLUSTER = f"outbound|5000||{HOST}"
@@ -208,12 +205,4 @@ def test_envoy_accepts_the_mtls_config_with_the_agents_sds_cluster(mesh: MeshBui
         "node": {"id": "sidecar~10.44.1.1~helloworld-v1.sample~sample.svc.cluster.local", "cluster": "hello"},
         "static_resources": {"clusters": clusters, "listeners": [inbound]},
     }
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    result = subprocess.run(
-        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(bootstrap, tmp_path)

@@ -5,9 +5,12 @@ delta) that send what Envoy sends."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from isthmus.agent.envoy import bundled_binary
 from isthmus.config.mesh import MeshConfig
 from isthmus.config.store import ConfigStore
 from isthmus.model import ClusterId, Endpoint, FrozenMap, Locality, Protocol, ServicePort, TlsMode
@@ -28,6 +32,19 @@ from isthmus.xds.view import MeshSources
 C1, C2 = ClusterId("cluster1"), ClusterId("cluster2")
 ZONES = {C1: Locality("region1", "zone1"), C2: Locality("region1", "zone2")}
 NS = "sample"
+
+
+def assert_envoy_accepts(config: dict[str, Any], folder: Path) -> None:
+    """Envoy itself (`--mode validate`) accepts this bootstrap."""
+    path = folder / "bootstrap.json"
+    path.write_text(json.dumps(config))
+    result = subprocess.run(
+        [bundled_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def free_port() -> int:
