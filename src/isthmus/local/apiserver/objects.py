@@ -392,7 +392,7 @@ class Objects:
                 strategy.deleted(obj)
             raise
         now = timestamp()
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = meta.get("uid") or str(uuid.uuid4())  # a strategy may have chosen it (Jobs' selectors)
         meta["creationTimestamp"] = now
         if strategy.tracks_generation:
             meta["generation"] = 1

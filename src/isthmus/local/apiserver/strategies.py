@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import random
+import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -194,8 +196,35 @@ class PodStrategy(Strategy):
         return max(0, int(grace)) or None
 
 
+_PERCENT = re.compile(r"^[0-9]+%$")
+_PERCENT_MESSAGE = (
+    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', "
+    "regex used for validation is '[0-9]+%')"
+)
+JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
+JOB_UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
+DAEMONSET_TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def _int_or_percent(path: str, value: Any, max_100: bool) -> tuple[list[Cause], int]:
+    """Causes for an IntOrString that must be a non-negative number or percentage, and its number."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return [field_invalid(path, value, "must be an integer or percentage (e.g '5%')")], 0
+    if isinstance(value, int):
+        if value < 0:
+            return [field_invalid(path, value, "must be greater than or equal to 0")], 0
+        return [], value
+    if not _PERCENT.match(value):
+        return [field_invalid(path, value, _PERCENT_MESSAGE)], 0
+    number = int(value[:-1])
+    if max_100 and number > 100:
+        return [field_invalid(path, value, "must not be greater than 100%")], number
+    return [], number
+
+
 class WorkloadStrategy(GenerationStrategy):
-    """Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs: defaults of the workload and its pod template."""
+    """Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs: defaults of the workload and its pod template,
+    and the checks kube-apiserver makes of their rollout settings."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -216,19 +245,33 @@ class WorkloadStrategy(GenerationStrategy):
                 _set(rolling, "maxUnavailable", "25%")
         if self.kind == "StatefulSet":
             _set(spec, "podManagementPolicy", "OrderedReady")
-            _set(spec, "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            strategy = spec.setdefault("updateStrategy", {})
+            _set(strategy, "type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                _set(strategy.setdefault("rollingUpdate", {}), "partition", 0)
+            retention = spec.setdefault("persistentVolumeClaimRetentionPolicy", {})
+            _set(retention, "whenDeleted", "Retain")
+            _set(retention, "whenScaled", "Retain")
         if self.kind == "DaemonSet":
-            _set(
-                spec,
-                "updateStrategy",
-                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
-            )
+            strategy = spec.setdefault("updateStrategy", {})
+            _set(strategy, "type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                _set(rolling, "maxUnavailable", 1)
+                _set(rolling, "maxSurge", 0)
         if self.kind == "Job":
-            _set(spec, "backoffLimit", 6)
-            _set(spec, "completions", 1)
+            if spec.get("completions") is None and spec.get("parallelism") is None:
+                spec["completions"] = spec["parallelism"] = 1
             _set(spec, "parallelism", 1)
+            _set(spec, "backoffLimit", 6)
             _set(spec, "completionMode", "NonIndexed")
             _set(spec, "suspend", False)
+            _set(spec, "manualSelector", False)
+            _set(
+                spec,
+                "podReplacementPolicy",
+                "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed",
+            )
         for pod_spec in _template_spec(obj):
             default_pod_spec(pod_spec)
         if self.kind != "Job":
@@ -236,37 +279,224 @@ class WorkloadStrategy(GenerationStrategy):
 
     def prepare_create(self, obj: JsonObject) -> list[Cause]:
         self._defaults(obj)
+        if self.kind == "DaemonSet":
+            annotations = obj["metadata"].setdefault("annotations", {})
+            annotations[DAEMONSET_TEMPLATE_GENERATION] = "1"
+        if self.kind == "Job":
+            obj["status"] = {}
+            if not obj["spec"].get("manualSelector"):
+                self._job_selector(obj)
         return self._validate(obj)
+
+    @staticmethod
+    def _job_selector(job: JsonObject) -> None:
+        """The labels and selector kube-apiserver generates for a Job (`generateSelector`): its name and its
+        uid on the pod template, the uid in the selector; an unlabelled Job takes its template's labels."""
+        meta = job["metadata"]
+        uid = meta["uid"] = meta.get("uid") or str(uuid.uuid4())
+        template = job["spec"].setdefault("template", {})
+        template_meta = template.setdefault("metadata", {})
+        share_labels = "labels" in template_meta and not meta.get("labels")
+        labels = template_meta.setdefault("labels", {})
+        for key in JOB_NAME_LABELS:
+            labels.setdefault(key, meta.get("name", ""))
+        for key in JOB_UID_LABELS:
+            labels.setdefault(key, uid)
+        selector = job["spec"].get("selector") or {}
+        match_labels = selector.setdefault("matchLabels", {})
+        match_labels.setdefault("batch.kubernetes.io/controller-uid", uid)
+        job["spec"]["selector"] = selector
+        if share_labels:  # Kubernetes' defaulting shares the template's label map with the Job
+            meta["labels"] = dict(labels)
 
     def prepare_update(self, obj: JsonObject, old: JsonObject) -> list[Cause]:
         self._defaults(obj)
+        if self.kind == "DaemonSet":
+            annotations = obj["metadata"].setdefault("annotations", {})
+            generation = (old["metadata"].get("annotations") or {}).get(DAEMONSET_TEMPLATE_GENERATION, "1")
+            if obj["spec"].get("template") != old.get("spec", {}).get("template") and generation.isdigit():
+                generation = str(int(generation) + 1)
+            annotations[DAEMONSET_TEMPLATE_GENERATION] = generation
         causes = self._validate(obj)
         if obj.get("spec", {}).get("selector") != old.get("spec", {}).get("selector"):
             causes.append(
                 field_invalid("spec.selector", obj.get("spec", {}).get("selector"), "field is immutable")
             )
+        if self.kind == "Job":
+            spec, old_spec = obj.get("spec", {}), old.get("spec", {})
+            if spec.get("template") != old_spec.get("template") and not old_spec.get("suspend"):
+                causes.append(field_invalid("spec.template", spec.get("template"), "field is immutable"))
+            for key in ("completions", "completionMode"):
+                if spec.get(key) != old_spec.get(key) and not (
+                    key == "completions" and spec.get("completionMode") == "Indexed"
+                ):
+                    causes.append(field_invalid(f"spec.{key}", spec.get(key), "field is immutable"))
+        if self.kind == "StatefulSet":
+            spec, old_spec = obj.get("spec", {}), old.get("spec", {})
+            changed = [
+                key
+                for key in set(spec) | set(old_spec)
+                if key
+                not in (
+                    "replicas",
+                    "ordinals",
+                    "template",
+                    "updateStrategy",
+                    "persistentVolumeClaimRetentionPolicy",
+                    "minReadySeconds",
+                    "revisionHistoryLimit",
+                )
+                and spec.get(key) != old_spec.get(key)
+            ]
+            if changed:
+                causes.append(
+                    field_forbidden(
+                        "spec",
+                        "updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                        "'template', 'updateStrategy', 'revisionHistoryLimit', "
+                        "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                    )
+                )
         return causes
 
     def _validate(self, obj: JsonObject) -> list[Cause]:
         spec = obj.get("spec", {})
         selector = spec.get("selector")
+        policy = next((p.get("restartPolicy") for p in _template_spec(obj)), None)
         if self.kind == "Job":
-            policy = next((p.get("restartPolicy") for p in _template_spec(obj)), None)
             if policy not in ("OnFailure", "Never"):
                 return [field_unsupported("spec.template.spec.restartPolicy", policy, ["OnFailure", "Never"])]
-            return []
+            causes = []
+            for key in (
+                "parallelism",
+                "completions",
+                "backoffLimit",
+                "activeDeadlineSeconds",
+                "ttlSecondsAfterFinished",
+            ):
+                value = spec.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                    causes.append(field_invalid(f"spec.{key}", value, "must be greater than or equal to 0"))
+            if spec.get("completionMode") not in ("NonIndexed", "Indexed"):
+                causes.append(
+                    field_unsupported(
+                        "spec.completionMode", spec.get("completionMode"), ["NonIndexed", "Indexed"]
+                    )
+                )
+            elif spec["completionMode"] == "Indexed" and spec.get("completions") is None:
+                causes.append(field_required("spec.completions", "when completion mode is Indexed"))
+            return causes
+        causes = []
+        if policy is not None and policy != "Always":
+            causes.append(field_unsupported("spec.template.spec.restartPolicy", policy, ["Always"]))
+        causes += self._validate_rollout(spec)
         if not isinstance(selector, dict):
-            return []
+            return causes
         labels = (spec.get("template", {}).get("metadata") or {}).get("labels") or {}
         if not selector.get("matchLabels") and not selector.get("matchExpressions"):
-            return [field_invalid("spec.selector", selector, "empty selector is invalid for deployment")]
-        if not selector_from_label_selector(selector)(labels):
-            return [
+            causes.append(
+                field_invalid("spec.selector", selector, "empty selector is invalid for deployment")
+            )
+        elif not selector_from_label_selector(selector)(labels):
+            causes.append(
                 field_invalid(
                     "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
                 )
-            ]
-        return []
+            )
+        return causes
+
+    def _validate_rollout(self, spec: JsonObject) -> list[Cause]:
+        """The strategy fields of Deployments, DaemonSets and StatefulSets."""
+        causes: list[Cause] = []
+        if self.kind == "Deployment":
+            strategy = spec.get("strategy") or {}
+            kind = strategy.get("type")
+            if kind not in ("RollingUpdate", "Recreate"):
+                return [field_unsupported("spec.strategy.type", kind, ["Recreate", "RollingUpdate"])]
+            rolling = strategy.get("rollingUpdate")
+            if kind == "Recreate":
+                if rolling is not None:
+                    causes.append(
+                        field_forbidden(
+                            "spec.strategy.rollingUpdate",
+                            "may not be specified when strategy `type` is 'Recreate'",
+                        )
+                    )
+                return causes
+            path = "spec.strategy.rollingUpdate"
+            rolling = rolling or {}
+            surge_causes, surge = _int_or_percent(f"{path}.maxSurge", rolling.get("maxSurge"), False)
+            unavailable_causes, unavailable = _int_or_percent(
+                f"{path}.maxUnavailable", rolling.get("maxUnavailable"), True
+            )
+            causes += surge_causes + unavailable_causes
+            if not causes and surge == 0 and unavailable == 0:
+                causes.append(
+                    field_invalid(
+                        f"{path}.maxUnavailable",
+                        rolling.get("maxUnavailable"),
+                        "may not be 0 when `maxSurge` is 0",
+                    )
+                )
+        elif self.kind == "DaemonSet":
+            strategy = spec.get("updateStrategy") or {}
+            kind = strategy.get("type")
+            if kind not in ("RollingUpdate", "OnDelete"):
+                return [field_unsupported("spec.updateStrategy.type", kind, ["OnDelete", "RollingUpdate"])]
+            if kind == "RollingUpdate":
+                rolling = strategy.get("rollingUpdate") or {}
+                path = "spec.updateStrategy.rollingUpdate"
+                unavailable_causes, unavailable = _int_or_percent(
+                    f"{path}.maxUnavailable", rolling.get("maxUnavailable", 0), True
+                )
+                surge_causes, surge = _int_or_percent(f"{path}.maxSurge", rolling.get("maxSurge", 0), True)
+                causes += unavailable_causes + surge_causes
+                if not causes and unavailable and surge:
+                    causes.append(
+                        field_invalid(
+                            f"{path}.maxSurge",
+                            rolling.get("maxSurge"),
+                            "may not be set when maxUnavailable is non-zero",
+                        )
+                    )
+                elif not causes and not unavailable and not surge:
+                    causes.append(field_required(f"{path}.maxUnavailable", "cannot be 0 when maxSurge is 0"))
+        elif self.kind == "StatefulSet":
+            strategy = spec.get("updateStrategy") or {}
+            kind = strategy.get("type")
+            if kind not in ("RollingUpdate", "OnDelete"):
+                return [field_unsupported("spec.updateStrategy.type", kind, ["OnDelete", "RollingUpdate"])]
+            if kind == "OnDelete" and strategy.get("rollingUpdate") is not None:
+                causes.append(
+                    field_invalid(
+                        "spec.updateStrategy.rollingUpdate",
+                        strategy["rollingUpdate"],
+                        "only allowed for updateStrategy 'RollingUpdate'",
+                    )
+                )
+            partition = (strategy.get("rollingUpdate") or {}).get("partition", 0)
+            if isinstance(partition, int) and partition < 0:
+                causes.append(
+                    field_invalid(
+                        "spec.updateStrategy.rollingUpdate.partition",
+                        partition,
+                        "must be greater than or equal to 0",
+                    )
+                )
+            management = spec.get("podManagementPolicy")
+            if management not in ("OrderedReady", "Parallel"):
+                causes.append(
+                    field_unsupported("spec.podManagementPolicy", management, ["OrderedReady", "Parallel"])
+                )
+            if spec.get("volumeClaimTemplates"):
+                causes.append(
+                    field_forbidden(
+                        "spec.volumeClaimTemplates",
+                        "the local cluster has no PersistentVolumes to bind claims to: use emptyDir or hostPath "
+                        "volumes in the pod template",
+                    )
+                )
+        return causes
 
 
 class ServiceStrategy(Strategy):

@@ -9,16 +9,19 @@ from isthmus.aio import cancel_all
 from isthmus.local.apiserver.controllers.base import Controller, ControllerContext, SharedWorkers
 from isthmus.local.apiserver.controllers.bootstrap import Bootstrap
 from isthmus.local.apiserver.controllers.crds import CrdController
+from isthmus.local.apiserver.controllers.daemonsets import DaemonSetController
 from isthmus.local.apiserver.controllers.deployments import DeploymentController
 from isthmus.local.apiserver.controllers.endpoints import EndpointsController
 from isthmus.local.apiserver.controllers.endpointslices import EndpointSliceController
 from isthmus.local.apiserver.controllers.garbage import GarbageCollector
+from isthmus.local.apiserver.controllers.jobs import JobController
 from isthmus.local.apiserver.controllers.mirroring import EndpointSliceMirroringController
 from isthmus.local.apiserver.controllers.namespaces import NamespaceController
 from isthmus.local.apiserver.controllers.rbac import ClusterRoleAggregation, RbacBootstrap
 from isthmus.local.apiserver.controllers.replicasets import ReplicaSetController
 from isthmus.local.apiserver.controllers.scheduler import Scheduler
 from isthmus.local.apiserver.controllers.serviceaccounts import NamespaceDefaults, TokenSecrets
+from isthmus.local.apiserver.controllers.statefulsets import StatefulSetController
 
 __all__ = ["Controller", "ControllerContext", "ControllerManager"]
 
@@ -39,6 +42,9 @@ class ControllerManager:
             TokenSecrets,
             DeploymentController,
             ReplicaSetController,
+            DaemonSetController,
+            StatefulSetController,
+            JobController,
             Scheduler,
             EndpointsController,
             EndpointSliceController,

@@ -1,0 +1,160 @@
+"""Pods of a workload controller (`controller.PodControlInterface` and `PodControllerRefManager`): claim the
+pods an owner controls (adopting matching orphans, releasing pods that stopped matching), create pods from a
+template with a controller reference, delete and patch them, and record the events that go with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from isthmus.local.apiserver.controllers import podutil
+from isthmus.local.apiserver.controllers.base import ControllerContext, JsonObject
+from isthmus.local.apiserver.controllers.informers import CONTROLLER, LABELS, PODS, Informer, object_key
+from isthmus.local.apiserver.errors import StatusError
+from isthmus.local.apiserver.store import copy_object
+from isthmus.local.events import NORMAL, WARNING, EventRecorder
+
+# What an event says about a pod created or deleted: (verb, pod name, owner) -> (reason, message).
+EventText = Callable[[str, str, Mapping[str, Any], str], tuple[str, str]]
+
+
+def replica_set_text(verb: str, pod: str, owner: Mapping[str, Any], error: str) -> tuple[str, str]:
+    """The generic pod control's words (ReplicaSets, DaemonSets, Jobs)."""
+    if error:
+        return f"Failed{verb}", f"Error {verb.lower()[:-1]}ing: {error}"
+    return f"Successful{verb}", f"{verb}d pod: {pod}"
+
+
+def pod_from_template(
+    owner: Mapping[str, Any], template: Mapping[str, Any], generate_name: str = ""
+) -> JsonObject:
+    """A new pod of `owner` from `template` (`GetPodFromTemplate`): its labels, annotations and finalizers, the
+    controller reference, and `generateName` `<owner>-` unless given."""
+    template = copy_object(dict(template))
+    template_meta = template.get("metadata") or {}
+    meta: JsonObject = {
+        "generateName": generate_name or owner["metadata"]["name"] + "-",
+        "namespace": owner["metadata"]["namespace"],
+        "ownerReferences": [podutil.controller_reference(owner)],
+    }
+    for key in ("labels", "annotations", "finalizers"):
+        if template_meta.get(key):
+            meta[key] = template_meta[key]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
+
+
+class PodControl:
+    """Pod reads and writes on behalf of one controller (its field manager and event recorder)."""
+
+    def __init__(
+        self,
+        ctx: ControllerContext,
+        manager: str,
+        events: EventRecorder,
+        text: EventText = replica_set_text,
+    ) -> None:
+        self.ctx = ctx
+        self.manager = manager
+        self.events = events
+        self.text = text
+        self.pods: Informer = ctx.informers.get(PODS)
+        self.pods.index_by(CONTROLLER)
+        self.pods.index_by(LABELS)
+
+    def owned(self, owner: Mapping[str, Any]) -> list[JsonObject]:
+        """Every pod the owner controls, terminating and finished ones included."""
+        return list(self.pods.indexed(CONTROLLER, owner["metadata"]["uid"]).values())
+
+    async def claim(self, owner: JsonObject, include_finished: bool = False) -> list[JsonObject]:
+        """The pods `owner` controls after adoption and release; finished pods only when asked."""
+        meta = owner["metadata"]
+        uid, namespace = meta["uid"], meta["namespace"]
+        selector_spec = (owner.get("spec") or {}).get("selector")
+        selector = podutil.label_selector(selector_spec)
+        deleting = bool(meta.get("deletionTimestamp"))
+        claimed: list[JsonObject] = []
+        for pod in self.owned(owner):
+            if selector(podutil.labels(pod)):
+                claimed.append(pod)
+            elif not deleting and podutil.is_active(pod):
+                await self.set_owner(pod, uid, None)
+        if deleting or podutil.is_empty_selector(selector_spec):
+            return self._keep(claimed, include_finished)
+        match_labels = (selector_spec or {}).get("matchLabels") or {}
+        if match_labels:
+            candidates = min(
+                (self.pods.indexed(LABELS, (namespace, k, v)) for k, v in match_labels.items()), key=len
+            )
+        else:
+            candidates = self.pods.in_namespace(namespace)
+        for pod in list(candidates.values()):
+            if podutil.has_controller(pod) or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if selector(podutil.labels(pod)) and (include_finished or podutil.is_active(pod)):
+                adopted = await self.set_owner(pod, uid, owner)
+                if adopted is not None:
+                    claimed.append(adopted)
+        return self._keep(claimed, include_finished)
+
+    @staticmethod
+    def _keep(pods: list[JsonObject], include_finished: bool) -> list[JsonObject]:
+        return pods if include_finished else [p for p in pods if not podutil.is_terminal(p)]
+
+    async def set_owner(self, pod: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
+        """Adopt `pod` (owner given) or release it from `uid`; None when it changed meanwhile or is gone."""
+        obj = copy_object(pod)
+        refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
+        if owner is not None:
+            refs.append(podutil.controller_reference(owner))
+        obj["metadata"]["ownerReferences"] = refs
+        if not refs:
+            del obj["metadata"]["ownerReferences"]
+        try:
+            return await self.update(obj)
+        except StatusError as exc:
+            if exc.code in (404, 409):
+                return None
+            raise
+
+    async def update(self, pod: JsonObject) -> JsonObject:
+        namespace, name = object_key(pod)
+        result = await self.ctx.objects.update(
+            self.ctx.target("", "pods", namespace, name), pod, self.ctx.options(self.manager)
+        )
+        return result.obj
+
+    async def create(self, owner: JsonObject, pod: JsonObject) -> JsonObject:
+        """Create `pod` for `owner`, recording SuccessfulCreate or FailedCreate on the owner."""
+        namespace = owner["metadata"]["namespace"]
+        try:
+            result = await self.ctx.objects.create(
+                self.ctx.target("", "pods", namespace), pod, self.ctx.options(self.manager)
+            )
+        except StatusError as exc:
+            if not (exc.code == 403 and "being terminated" in exc.message):
+                name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
+                reason, message = self.text("Create", name, owner, exc.message)
+                self.events.event(owner, WARNING, reason, message)
+            raise
+        reason, message = self.text("Create", result.obj["metadata"]["name"], owner, "")
+        self.events.event(owner, NORMAL, reason, message)
+        return result.obj
+
+    async def delete(self, owner: JsonObject, pod: JsonObject) -> bool:
+        """Delete `pod` (gracefully), recording the event; False if it was gone already."""
+        namespace, name = object_key(pod)
+        try:
+            await self.ctx.objects.delete(
+                self.ctx.target("", "pods", namespace, name),
+                {"preconditions": {"uid": pod["metadata"]["uid"]}},
+                self.ctx.options(self.manager),
+            )
+        except StatusError as exc:
+            if exc.code in (404, 409):
+                return False
+            reason, message = self.text("Delete", name, owner, exc.message)
+            self.events.event(owner, WARNING, reason, message)
+            raise
+        reason, message = self.text("Delete", name, owner, "")
+        self.events.event(owner, NORMAL, reason, message)
+        return True
