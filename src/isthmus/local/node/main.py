@@ -43,7 +43,7 @@ async def serve(config: NodeConfig) -> None:
     cache = ServiceCache(api)
     proxy = ServiceProxy(config, cache)
     dns = ClusterDns(config, cache)
-    node = Node(config, api, cache.services_in)
+    node = Node(config, api, cache.services_in, proxy.drained)
     pods = PodManager(node)
     kubelet = KubeletApi(pods, config.kubelet_socket)
     registration = Registration(config, api)

@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ JsonObject = dict[str, Any]
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0  # a container that ran this long restarts without backoff
+DRAIN_MAX = 10.0  # seconds a deleted pod waits at most for its Services to stop sending it connections
+DRAIN_SETTLE = 1.0  # then, for a pod that was in a Service, seconds for requests in flight to finish
+MIN_GRACE_AFTER_HOOKS = 2.0  # kubelet's minimum grace left for SIGTERM after preStop hooks
 
 
 def now_rfc3339() -> str:
@@ -135,10 +138,17 @@ class ContainerState:
 class Node:
     """What every pod worker of this node shares."""
 
-    def __init__(self, config: NodeConfig, api: NodeApi, services: Callable[[str], list[JsonObject]]) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        api: NodeApi,
+        services: Callable[[str], list[JsonObject]],
+        drained: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.config = config
         self.api = api
         self.services_in = services
+        self.drained = drained  # waits until no Service sends new connections to a pod IP (the proxy's)
         config.node_dir.mkdir(parents=True, exist_ok=True)
         self.network = PodNetwork(config.run_id, config.cluster_index, config.fabric_namespace)
         self.addresses = AddressBook(config.node_dir / "addresses.json", config.pod_cidr)
@@ -798,6 +808,13 @@ class PodWorker:
         for c in self.all_containers():
             for task in c.probes:
                 task.cancel()
+        if (
+            running
+            and self.pod["metadata"].get("deletionTimestamp")
+            and not self.gone
+            and not self.shutting_down
+        ):
+            grace = await self._before_stop(running, float(grace))
         await asyncio.gather(
             *(c.running.stop(float(grace)) for c in running if c.running is not None), return_exceptions=True
         )
@@ -814,6 +831,59 @@ class PodWorker:
             meta = self.pod["metadata"]
             with contextlib.suppress(Exception):
                 await self.node.api.delete_pod(meta["namespace"], meta["name"], self.uid)
+
+    async def _before_stop(self, running: list[ContainerState], grace: float) -> float:
+        """What happens between a pod's deletion and SIGTERM, within its grace period: the preStop hooks run
+        while the pod leaves its Services' rules (and requests in flight get a moment to finish), so no new
+        connection reaches a stopping container. Returns the grace left for SIGTERM."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def drain() -> None:
+            if self.node.drained is None or not self.ip:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_MAX):
+                    if await self.node.drained(self.ip):
+                        await asyncio.sleep(DRAIN_SETTLE)
+
+        hooks = [c for c in running if (c.spec.get("lifecycle") or {}).get("preStop")]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.gather(drain(), *(self._pre_stop(c) for c in hooks))
+        left = grace - (loop.time() - started)
+        return max(left, MIN_GRACE_AFTER_HOOKS) if hooks else max(left, 0.0)
+
+    async def _pre_stop(self, container: ContainerState) -> None:
+        """A container's preStop hook: exec, httpGet or sleep, as kubelet runs it."""
+        hook = (container.spec.get("lifecycle") or {}).get("preStop") or {}
+        failure = ""
+        if "sleep" in hook:
+            await asyncio.sleep(float((hook["sleep"] or {}).get("seconds") or 0))
+        elif "exec" in hook:
+            code, output = await self.exec_in(container, (hook["exec"] or {}).get("command") or [], 3600.0)
+            if code != 0:
+                failure = (
+                    f"command {(hook['exec'] or {}).get('command')} exited with {code}: "
+                    + output.decode(errors="replace").strip()[:200]
+                )
+        elif "httpGet" in hook:
+            ok, why = await run_probe(
+                {"httpGet": hook["httpGet"], "timeoutSeconds": 3600},
+                self.ip,
+                container.spec,
+                lambda argv, timeout: self.exec_in(container, argv, timeout),
+            )
+            failure = "" if ok else why
+        if failure:
+            await self.node.api.event(
+                self.pod,
+                "Pod",
+                "FailedPreStopHook",
+                f"PreStopHook failed: {failure}",
+                "Warning",
+                "kubelet",
+            )
 
 
 def _object_data(obj: JsonObject, kind: str) -> dict[str, str]:

@@ -36,6 +36,7 @@ class ServiceCache:
         self.slices: dict[tuple[str, str], JsonObject] = {}
         self.listeners: list[Callable[[], None]] = []
         self.synced = asyncio.Event()
+        self.version = 0  # counts changes, so the proxy can tell which state its rules reflect
 
     def services_in(self, namespace: str) -> list[JsonObject]:
         return [s for (ns, _), s in self.services.items() if ns == namespace]
@@ -51,7 +52,18 @@ class ServiceCache:
                 out.extend((slice_, endpoint) for endpoint in slice_.get("endpoints") or [])
         return out
 
+    def serves(self, ip: str) -> bool:
+        """Some EndpointSlice lists `ip` in an endpoint that is not terminating."""
+        for slice_ in self.slices.values():
+            for endpoint in slice_.get("endpoints") or ():
+                if ip in (endpoint.get("addresses") or ()) and not (endpoint.get("conditions") or {}).get(
+                    "terminating"
+                ):
+                    return True
+        return False
+
     def _changed(self) -> None:
+        self.version += 1
         for listener in self.listeners:
             listener()
 
@@ -108,6 +120,9 @@ class ServiceProxy:
         self._dirty = asyncio.Event()
         cache.listeners.append(self._dirty.set)
         self.last_rules = ""
+        self.routed: set[str] = set()  # the endpoint addresses the applied rules send connections to
+        self.applied_version = -1  # the cache version the applied rules were rendered from
+        self._applied = asyncio.Condition()
 
     def _iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -164,8 +179,13 @@ class ServiceProxy:
 
     def render(self) -> tuple[str, set[str]]:
         """The nat table rules of every Service of the cluster (an `iptables-restore` document)."""
+        rules, chains, _ = self._render()
+        return rules, chains
+
+    def _render(self) -> tuple[str, set[str], set[str]]:
         rules: list[str] = []
         chains: set[str] = set()
+        routed: set[str] = set()
         for (namespace, name), service in sorted(self.cache.services.items()):
             spec = service.get("spec", {})
             ip = spec.get("clusterIP")
@@ -192,6 +212,7 @@ class ServiceProxy:
                     if number is None:
                         continue
                     targets.extend(f"{address}:{number}" for address in endpoint.get("addresses") or [])
+                    routed.update(endpoint.get("addresses") or [])
                 if not targets:
                     continue
                 chain = _chain(self.prefix, namespace, name, str(port.get("port")), protocol)
@@ -207,11 +228,12 @@ class ServiceProxy:
                         else ""
                     )
                     rules.append(f"-A {chain} -p {protocol} {chance}-j DNAT --to-destination {target}")
-        return "\n".join(rules), chains
+        return "\n".join(rules), chains, routed
 
     def sync(self) -> None:
-        body, chains = self.render()
+        body, chains, routed = self._render()
         if body == self.last_rules and chains == self._chains:
+            self.routed = routed
             return
         stale = self._chains - chains
         document = [
@@ -226,6 +248,21 @@ class ServiceProxy:
         self._restore("\n".join(line for line in document if line) + "\n")
         self._chains = chains
         self.last_rules = body
+        self.routed = routed
+
+    async def drained(self, ip: str) -> bool:
+        """Wait until the rules send no new connection to `ip` for an endpoint that is not terminating: the
+        pod has left its Services, or stays in them only by `publishNotReadyAddresses`. True if it was in a
+        Service's rules or endpoints when asked."""
+        was_in = ip in self.routed or self.cache.serves(ip)
+        async with self._applied:
+            await self._applied.wait_for(
+                lambda: (
+                    not self.cache.serves(ip)
+                    and (ip not in self.routed or self.applied_version >= self.cache.version)
+                )
+            )
+        return was_in
 
     async def run(self) -> None:
         await asyncio.to_thread(self.install_hooks)
@@ -233,9 +270,14 @@ class ServiceProxy:
             await self._dirty.wait()
             await asyncio.sleep(0.02)  # batch a burst of changes into one restore
             self._dirty.clear()
+            version = self.cache.version
             try:
                 await asyncio.to_thread(self.sync)
             except subprocess.CalledProcessError as exc:
                 log.error("service rules not applied: %s", exc.stderr)
                 await asyncio.sleep(1)
                 self._dirty.set()
+                continue
+            async with self._applied:
+                self.applied_version = version
+                self._applied.notify_all()
