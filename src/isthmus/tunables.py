@@ -103,12 +103,6 @@ CLUSTER_STATE_CHECK = _seconds(
 DEBOUNCE_AFTER = _seconds(
     "debounce_after", 0.02, "seconds the push queue waits for more changes before pushing (quiet period)"
 )
-DEBOUNCE_IDLE_AFTER = _seconds(
-    "debounce_idle_after",
-    0.003,
-    "quiet period for a change that comes after no push for debounce_max seconds (an isolated change goes "
-    "out at once; a burst is merged with debounce_after)",
-)
 DEBOUNCE_MAX = _seconds(
     "debounce_max", 0.1, "longest a change may wait in the push queue while more keep arriving"
 )

@@ -3,9 +3,6 @@
 A request says what changed (endpoints of these hosts, these services, config, the mesh, these workloads),
 never "everything" unless the mesh config changed. The queue waits for `ISTHMUS_DEBOUNCE_AFTER` seconds of
 quiet, at most `ISTHMUS_DEBOUNCE_MAX` after the first event, then hands the merged request to the pusher.
-A change that arrives after a quiet spell (no push for `ISTHMUS_DEBOUNCE_MAX`) waits only
-`ISTHMUS_DEBOUNCE_IDLE_AFTER` (enough for the events of one write to arrive together): isolated changes go out
-at once, bursts are still merged.
 
 Contract: `add` is called on the control plane's event loop (by the aggregate and the config store's
 listeners); `run` is one task on that loop; the pusher is called with no other push in progress.
@@ -83,7 +80,6 @@ class PushQueue:
         self.pending = PushRequest()
         self._arrived = asyncio.Event()
         self.pushes = 0
-        self._last_push = -1e9  # monotonic time the last push ended
 
     def add(self, event: Event) -> None:
         if isinstance(event, (ClusterAdded, ClusterRemoved, ClusterStateChanged)):
@@ -92,13 +88,11 @@ class PushQueue:
         self._arrived.set()
 
     async def run(self) -> None:
-        busy_after = tunables.DEBOUNCE_AFTER.get()
-        idle_after = min(tunables.DEBOUNCE_IDLE_AFTER.get(), busy_after)
+        after = tunables.DEBOUNCE_AFTER.get()
         longest = tunables.DEBOUNCE_MAX.get()
         while True:
             await self._arrived.wait()
             first = time.monotonic()
-            after = idle_after if first - self._last_push > longest else busy_after
             while True:
                 self._arrived.clear()
                 remaining = first + longest - time.monotonic()
@@ -115,4 +109,3 @@ class PushQueue:
                 self.pusher(request)
             except Exception:  # one bad push must not stop the pushes after it
                 log.exception("a push of %d events failed", request.events)
-            self._last_push = time.monotonic()
