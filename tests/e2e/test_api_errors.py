@@ -398,45 +398,54 @@ def test_stale_update_conflicts(api: httpx.Client) -> None:
 
 def test_status_subresource_ignores_spec(api: httpx.Client) -> None:
     """Writes to /status change only status (spec, labels and generation stay); writes to the object itself
-    ignore status. On a StatefulSet: no controller of the local cluster writes those (the Deployment controller
-    would race the test's writes)."""
-    path = "/apis/apps/v1/namespaces/default/statefulsets/status-demo"
-    manifest = yaml.safe_load(
-        DEPLOYMENT.replace("name: strict", "name: status-demo").replace("Deployment", "StatefulSet")
-    )
-    manifest["spec"]["serviceName"] = "status-demo"
-    created = api.post("/apis/apps/v1/namespaces/default/statefulsets", json=manifest)
+    ignore status. On a PodDisruptionBudget: no controller of the local cluster writes those (a workload
+    controller would race the test's writes)."""
+    path = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/status-demo"
+    manifest = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "status-demo"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "status-demo"}}},
+    }
+    created = api.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", json=manifest)
     assert created.status_code == 201, created.text
-    deployment = created.json()
-    assert deployment["metadata"]["generation"] == 1
+    budget = created.json()
+    assert budget["metadata"]["generation"] == 1
 
-    deployment["spec"]["replicas"] = 5
-    deployment["metadata"]["labels"] = {"changed": "by-status-write"}
-    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}
-    response = api.put(f"{path}/status", json=deployment)
+    status = {
+        "observedGeneration": 1,
+        "currentHealthy": 1,
+        "desiredHealthy": 1,
+        "disruptionsAllowed": 0,
+        "expectedPods": 1,
+    }
+    budget["spec"]["minAvailable"] = 5
+    budget["metadata"]["labels"] = {"changed": "by-status-write"}
+    budget["status"] = status
+    response = api.put(f"{path}/status", json=budget)
     assert response.status_code == 200, response.text
     after_status = response.json()
-    assert after_status["status"] == {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}
-    assert after_status["spec"]["replicas"] == 1  # the spec change was ignored ...
+    assert after_status["status"] == status
+    assert after_status["spec"]["minAvailable"] == 1  # the spec change was ignored ...
     assert "labels" not in after_status["metadata"]  # ... and so was the label change
     assert after_status["metadata"]["generation"] == 1
 
     patched = api.patch(
         f"{path}/status",
-        content=json.dumps({"spec": {"replicas": 9}, "status": {"replicas": 2}}).encode(),
+        content=json.dumps({"spec": {"minAvailable": 9}, "status": {"currentHealthy": 2}}).encode(),
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert patched.status_code == 200, patched.text
-    assert patched.json()["spec"]["replicas"] == 1 and patched.json()["status"]["replicas"] == 2
+    assert patched.json()["spec"]["minAvailable"] == 1 and patched.json()["status"]["currentHealthy"] == 2
 
-    main = dict(after_status, status={"replicas": 42})
-    main["spec"] = dict(after_status["spec"], replicas=3)
+    main = dict(after_status, status=dict(status, currentHealthy=42))
+    main["spec"] = dict(after_status["spec"], minAvailable=3)
     main["metadata"] = dict(patched.json()["metadata"])
     replaced = api.put(path, json=main)
     assert replaced.status_code == 200, replaced.text
     # the main resource takes the spec change (generation moves) but keeps the status it had.
-    assert replaced.json()["spec"]["replicas"] == 3 and replaced.json()["metadata"]["generation"] == 2
-    assert replaced.json()["status"]["replicas"] == 2
+    assert replaced.json()["spec"]["minAvailable"] == 3 and replaced.json()["metadata"]["generation"] == 2
+    assert replaced.json()["status"]["currentHealthy"] == 2
     assert_still_serving(api)
 
 
