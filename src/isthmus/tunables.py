@@ -101,7 +101,10 @@ CLUSTER_STATE_CHECK = _seconds(
 
 # -- Discovery --------------------------------------------------------------------------------------------
 DEBOUNCE_AFTER = _seconds(
-    "debounce_after", 0.02, "seconds the push queue waits for more changes before pushing (quiet period)"
+    "debounce_after",
+    0.01,
+    "seconds the push queue waits for more changes before pushing (quiet period; the events of one API write "
+    "arrive within it)",
 )
 DEBOUNCE_MAX = _seconds(
     "debounce_max", 0.1, "longest a change may wait in the push queue while more keep arriving"
