@@ -30,6 +30,7 @@ from isthmus.local.apiserver.controllers.informers import (
     NODES,
     Informer,
     controller_of,
+    controllers_of,
     object_key,
 )
 from isthmus.local.apiserver.controllers.podcontrol import PodControl, pod_from_template
@@ -359,13 +360,9 @@ class DaemonSetController(Reconciler):
 
     def _on_pod(self, event: WatchEvent) -> None:
         namespace = event.obj["metadata"].get("namespace", "")
-        refs = [controller_of(event.obj)]
-        if event.old is not None:
-            refs.append(controller_of(event.old))
-        for ref in refs:
-            if ref is not None and ref.get("kind") == "DaemonSet":
-                self.enqueue((namespace, ref["name"]))
-        if refs[0] is None and event.type != DELETED and podutil.is_active(event.obj):
+        for key in controllers_of(event, "DaemonSet"):
+            self.enqueue(key)
+        if controller_of(event.obj) is None and event.type != DELETED and podutil.is_active(event.obj):
             pod_labels = podutil.labels(event.obj)
             for ds in self.daemon_sets.in_namespace(namespace).values():
                 if podutil.label_selector(ds["spec"].get("selector"))(pod_labels):

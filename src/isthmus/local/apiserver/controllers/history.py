@@ -127,15 +127,8 @@ class RevisionHistory:
         return claimed
 
     async def _set_owner(self, revision: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
-        obj = copy_object(revision)
-        refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
-        if owner is not None:
-            refs.append(podutil.controller_reference(owner))
-        obj["metadata"]["ownerReferences"] = refs
-        if not refs:
-            del obj["metadata"]["ownerReferences"]
         try:
-            return await self.update(obj)
+            return await self.update(podutil.with_owner(revision, uid, owner))
         except StatusError as exc:
             if exc.code in (404, 409):
                 return None

@@ -57,6 +57,17 @@ def controller_of(obj: Mapping[str, Any]) -> JsonObject | None:
     return None
 
 
+def controllers_of(event: WatchEvent, kind: str) -> list[tuple[str, str]]:
+    """(namespace, name) of the `kind` controllers of an event's object, as it is and as it was."""
+    namespace = event.obj["metadata"].get("namespace", "")
+    out = []
+    for obj in (event.obj, event.old):
+        ref = controller_of(obj) if obj is not None else None
+        if ref is not None and ref.get("kind") == kind:
+            out.append((namespace, str(ref["name"])))
+    return out
+
+
 def _by_namespace(obj: JsonObject) -> Iterable[Hashable]:
     return (obj["metadata"].get("namespace", ""),)
 

@@ -26,7 +26,7 @@ from isthmus.local.apiserver.clock import now as utc_now
 from isthmus.local.apiserver.clock import parse, timestamp
 from isthmus.local.apiserver.controllers import podutil
 from isthmus.local.apiserver.controllers.base import ControllerContext, JsonObject, Reconciler
-from isthmus.local.apiserver.controllers.informers import Informer, controller_of, object_key
+from isthmus.local.apiserver.controllers.informers import Informer, controller_of, controllers_of, object_key
 from isthmus.local.apiserver.controllers.podcontrol import PodControl, pod_from_template
 from isthmus.local.apiserver.controllers.replicasets import pods_to_delete, slow_start
 from isthmus.local.apiserver.errors import StatusError
@@ -249,11 +249,8 @@ class JobController(Reconciler):
         self.enqueue(object_key(event.obj))
 
     def _on_pod(self, event: WatchEvent) -> None:
-        namespace = event.obj["metadata"].get("namespace", "")
-        for obj in (event.obj, event.old):
-            ref = controller_of(obj) if obj is not None else None
-            if ref is not None and ref.get("kind") == "Job":
-                self.enqueue((namespace, ref["name"]))
+        for key in controllers_of(event, "Job"):
+            self.enqueue(key)
         if event.type != DELETED and has_tracking_finalizer(event.obj) and self._orphaned(event.obj):
             self.enqueue(("pod", *object_key(event.obj)))
 

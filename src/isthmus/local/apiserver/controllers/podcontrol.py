@@ -102,15 +102,8 @@ class PodControl:
 
     async def set_owner(self, pod: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
         """Adopt `pod` (owner given) or release it from `uid`; None when it changed meanwhile or is gone."""
-        obj = copy_object(pod)
-        refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
-        if owner is not None:
-            refs.append(podutil.controller_reference(owner))
-        obj["metadata"]["ownerReferences"] = refs
-        if not refs:
-            del obj["metadata"]["ownerReferences"]
         try:
-            return await self.update(obj)
+            return await self.update(podutil.with_owner(pod, uid, owner))
         except StatusError as exc:
             if exc.code in (404, 409):
                 return None

@@ -10,6 +10,7 @@ from typing import Any
 
 from isthmus.local.apiserver.clock import parse
 from isthmus.local.apiserver.selectors import selector_from_label_selector
+from isthmus.local.apiserver.store import copy_object
 
 JsonObject = dict[str, Any]
 LabelPredicate = Callable[[Mapping[str, str]], bool]
@@ -82,6 +83,18 @@ def controller_reference(owner: Mapping[str, Any]) -> JsonObject:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def with_owner(obj: Mapping[str, Any], uid: str, owner: Mapping[str, Any] | None) -> JsonObject:
+    """A copy of `obj` released from the owner `uid` and, when `owner` is given, controlled by it."""
+    out = copy_object(dict(obj))
+    refs = [r for r in out["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
+    if owner is not None:
+        refs.append(controller_reference(owner))
+    out["metadata"]["ownerReferences"] = refs
+    if not refs:
+        del out["metadata"]["ownerReferences"]
+    return out
 
 
 def controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:

@@ -26,6 +26,7 @@ from isthmus.local.apiserver.controllers.informers import (
     REPLICA_SETS,
     Informer,
     controller_of,
+    controllers_of,
     object_key,
 )
 from isthmus.local.apiserver.errors import StatusError
@@ -211,13 +212,9 @@ class ReplicaSetController(Reconciler):
 
     def _on_pod(self, event: WatchEvent) -> None:
         namespace = event.obj["metadata"].get("namespace", "")
-        refs = [controller_of(event.obj)]
-        if event.old is not None:
-            refs.append(controller_of(event.old))
-        for ref in refs:
-            if ref is not None and ref.get("kind") == "ReplicaSet":
-                self.enqueue((namespace, ref["name"]))
-        if refs[0] is None and event.type != DELETED and podutil.is_active(event.obj):
+        for key in controllers_of(event, "ReplicaSet"):
+            self.enqueue(key)
+        if controller_of(event.obj) is None and event.type != DELETED and podutil.is_active(event.obj):
             pod_labels = podutil.labels(event.obj)
             for rs in self.replica_sets.in_namespace(namespace).values():
                 if podutil.label_selector(rs["spec"].get("selector"))(pod_labels):

@@ -26,7 +26,7 @@ import orjson
 from isthmus.local.apiserver.clock import now as utc_now
 from isthmus.local.apiserver.controllers import history, podutil
 from isthmus.local.apiserver.controllers.base import ControllerContext, JsonObject, Reconciler
-from isthmus.local.apiserver.controllers.informers import Informer, controller_of, object_key
+from isthmus.local.apiserver.controllers.informers import Informer, controller_of, controllers_of, object_key
 from isthmus.local.apiserver.controllers.podcontrol import PodControl, pod_from_template
 from isthmus.local.apiserver.controllers.replicasets import slow_start
 from isthmus.local.apiserver.errors import StatusError
@@ -211,13 +211,9 @@ class StatefulSetController(Reconciler):
 
     def _on_pod(self, event: WatchEvent) -> None:
         namespace = event.obj["metadata"].get("namespace", "")
-        refs = [controller_of(event.obj)]
-        if event.old is not None:
-            refs.append(controller_of(event.old))
-        for ref in refs:
-            if ref is not None and ref.get("kind") == "StatefulSet":
-                self.enqueue((namespace, ref["name"]))
-        if refs[0] is None and event.type != DELETED:
+        for key in controllers_of(event, "StatefulSet"):
+            self.enqueue(key)
+        if controller_of(event.obj) is None and event.type != DELETED:
             parent, index = parent_and_ordinal(event.obj)
             if index >= 0 and self.stateful_sets.get(namespace, parent) is not None:
                 self.enqueue((namespace, parent))
