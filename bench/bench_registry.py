@@ -195,6 +195,45 @@ async def wait_endpoints(metrics: str, cluster: str, count: int, deadline: float
     raise RuntimeError(f"{cluster}'s endpoints were not all served in time")
 
 
+def start_discovery(
+    folder: Path, http: int, monitoring: int, *extra: str, env: dict[str, str], stderr: Any
+) -> subprocess.Popen[bytes]:
+    """`isthmus discovery` on the run's cluster1, with its debug and metrics ports on loopback."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("isthmus")),
+            "discovery",
+            "--kubeconfig",
+            str(folder / "kubeconfig"),
+            "--context",
+            "cluster1",
+            "--cluster-id",
+            "cluster1",
+            "--http-address",
+            f"127.0.0.1:{http}",
+            "--monitoring-address",
+            f"127.0.0.1:{monitoring}",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+async def wait_discovery_ready(process: subprocess.Popen[bytes], http: int, log: Path | None = None) -> None:
+    """Until /ready answers 200; RuntimeError with its errors (or where its log is) if it exits."""
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{http}/ready") as r:
+                if r.status == 200:
+                    return
+        if process.poll() is not None:
+            detail = f"see {log}" if log else (process.stderr.read().decode() if process.stderr else "")
+            raise RuntimeError(f"discovery exited: {detail}")
+        await asyncio.sleep(0.02)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -301,36 +340,9 @@ async def run(folder: Path) -> dict[str, float]:
         debug = f"http://127.0.0.1:{http}/debug"
         env = {**os.environ, "ISTHMUS_REMOTE_CLUSTER_TIMEOUT": "60"}
         started = time.perf_counter()
-        process = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
-            [
-                str(Path(sys.executable).with_name("isthmus")),
-                "discovery",
-                "--kubeconfig",
-                str(folder / "kubeconfig"),
-                "--context",
-                "cluster1",
-                "--cluster-id",
-                "cluster1",
-                "--http-address",
-                f"127.0.0.1:{http}",
-                "--monitoring-address",
-                f"127.0.0.1:{monitoring}",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        process = start_discovery(folder, http, monitoring, env=env, stderr=subprocess.PIPE)
         try:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{http}/ready") as r:
-                        if r.status == 200:
-                            break
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"discovery exited: {process.stderr.read().decode() if process.stderr else ''}"
-                    )
-                await asyncio.sleep(0.02)
+            await wait_discovery_ready(process, http)
             results["initial_sync_s"] = time.perf_counter() - started
             await wait_endpoints(
                 f"http://127.0.0.1:{monitoring}/metrics",

@@ -41,7 +41,7 @@ from google.protobuf import any_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the e2e kit's sidecar template
 
-from bench_registry import Api, free_port, isthmus, percentile, rss_mib
+from bench_registry import Api, free_port, isthmus, percentile, rss_mib, start_discovery, wait_discovery_ready
 from isthmus.config.crds import definitions
 from tests.e2e import meshkit
 
@@ -355,38 +355,20 @@ async def run(folder: Path) -> dict[str, float]:
         results["populate_s"] = time.perf_counter() - started
         http, monitoring, grpc_port = free_port(), free_port(), free_port()
         xds = f"{host}:{grpc_port}"
-        process = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
-            [
-                str(Path(sys.executable).with_name("isthmus")),
-                "discovery",
-                "--kubeconfig",
-                str(folder / "kubeconfig"),
-                "--context",
-                "cluster1",
-                "--cluster-id",
-                "cluster1",
-                "--http-address",
-                f"127.0.0.1:{http}",
-                "--monitoring-address",
-                f"127.0.0.1:{monitoring}",
-                "--grpc-address",
-                xds,
-            ],
+        log = folder / "discovery.log"
+        process = start_discovery(
+            folder,
+            http,
+            monitoring,
+            "--grpc-address",
+            xds,
             env={**os.environ, "ISTHMUS_REMOTE_CLUSTER_TIMEOUT": "60"},
-            stdout=subprocess.DEVNULL,
-            stderr=open(folder / "discovery.log", "w"),  # noqa: SIM115, ASYNC230 (kept open for the process)
+            stderr=log.open("w"),
         )
         clients = Clients()
         events = Events(f"http://127.0.0.1:{http}/debug/events")
         try:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{http}/ready") as r:
-                        if r.status == 200:
-                            break
-                if process.poll() is not None:
-                    raise RuntimeError(f"discovery exited; see {folder / 'discovery.log'}")
-                await asyncio.sleep(0.05)
+            await wait_discovery_ready(process, http, log)
             await asyncio.sleep(2)  # both clusters' endpoints in
             await envoys(dict(os.environ), folder, xds)
             events.task = asyncio.create_task(events.follow())
