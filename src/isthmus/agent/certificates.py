@@ -3,7 +3,8 @@ signed by its cluster's CA with the pod's service-account token; renewed at half
 trusted roots followed as the mounted `istio-ca-root-cert` ConfigMap changes.
 
 Contract: `run` keeps `current` fresh and calls `on_change` (on the agent's event loop) after the certificate
-or the roots changed. A failure to renew is retried with backoff while the old certificate stays in use.
+or the roots changed; whoever serves them sets `on_change` before `run` or while `ready` is awaited. A failure
+to renew is retried with backoff while the old certificate stays in use.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import datetime
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,9 @@ class Issued:
 
 
 class WorkloadCertificates:
-    def __init__(self, options: CertificateOptions, on_change: Callable[[], None]) -> None:
+    def __init__(self, options: CertificateOptions) -> None:
         self.options = options
-        self.on_change = on_change
+        self.on_change: Callable[[], None] = lambda: None
         self.current: Issued | None = None
         self.roots_pem = b""
         self.renewals = 0
@@ -87,26 +88,34 @@ class WorkloadCertificates:
             renew_at=start + (leaf.not_valid_after_utc - start) * fraction,
         )
 
-    async def _renew_until_done(self) -> None:
+    async def _until_done(self, attempt: Callable[[], Awaitable[None]], failing: str) -> None:
+        """Run `attempt` until it succeeds, with backoff; `error` says why it fails meanwhile."""
         delay = RETRY_FIRST
         while True:
             try:
-                self.current = await self._issue()
-                self.renewals += 1
+                await attempt()
                 if self.error:
-                    log.info("certificate for %s issued again", self.options.identity)
+                    log.info("%s: working again", failing)
                 self.error = ""
-                log.info("certificate for %s, valid until %s", self.options.identity, self.current.expires)
-                self.ready.set()
-                self.on_change()
                 return
             except (CaClientError, OSError, pki.PkiError) as exc:
-                message = f"cannot get a certificate from {self.options.ca_address}: {exc}"
+                message = f"{failing}: {exc}"
                 if message != self.error:
                     log.warning("%s (retrying)", message)
                 self.error = message
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, RETRY_MAX)
+
+    async def _renew(self) -> None:
+        async def issue() -> None:
+            self.current = await self._issue()
+
+        await self._until_done(issue, f"cannot get a certificate from {self.options.ca_address}")
+        assert self.current is not None
+        self.renewals += 1
+        log.info("certificate for %s, valid until %s", self.options.identity, self.current.expires)
+        self.ready.set()
+        self.on_change()
 
     async def _follow_roots(self) -> None:
         while True:
@@ -125,26 +134,15 @@ class WorkloadCertificates:
                 log.info("the trusted roots changed")
                 self.on_change()
 
-    async def _wait_for_roots(self) -> None:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                self.roots_pem = self._read_roots()
-                return
-            except (OSError, pki.PkiError) as exc:
-                message = f"no trusted roots at {self.options.root_path} yet: {exc}"
-                if message != self.error:
-                    log.warning("%s", message)
-                self.error = message
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+    async def _load_roots(self) -> None:
+        self.roots_pem = self._read_roots()
 
     async def run(self) -> None:
-        await self._wait_for_roots()
+        await self._until_done(self._load_roots, f"no trusted roots at {self.options.root_path} yet")
         roots = asyncio.create_task(self._follow_roots())
         try:
             while True:
-                await self._renew_until_done()
+                await self._renew()
                 assert self.current is not None
                 wait = (self.current.renew_at - datetime.datetime.now(datetime.UTC)).total_seconds()
                 await asyncio.sleep(max(wait, 1.0))

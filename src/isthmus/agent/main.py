@@ -81,7 +81,6 @@ async def start_certificates(options: AgentOptions, proxy: ProxyIdentity) -> Sec
         identity = SpiffeId(options.trust_domain, proxy.namespace, proxy.service_account)
     except IdentityError as exc:
         raise BootstrapError(f"the workload's identity: {exc}") from None
-    holder: list[SdsServer] = []
     certificates = WorkloadCertificates(
         CertificateOptions(
             ca_address=options.ca_address,
@@ -89,11 +88,10 @@ async def start_certificates(options: AgentOptions, proxy: ProxyIdentity) -> Sec
             token_path=Path(options.token_path),
             identity=identity,
             cluster_id=str(proxy.metadata.get("CLUSTER_ID", "")),
-        ),
-        on_change=lambda: holder[0].changed(),
+        )
     )
     sds = SdsServer(certificates, Path(sds_socket(options)))
-    holder.append(sds)
+    certificates.on_change = sds.changed
     await sds.start()
     return Secrets(certificates, sds)
 

@@ -142,15 +142,6 @@ class Discovery:
         then xDS over mTLS with it, the certificate renewed as sidecars' are."""
         await self.ready.wait()  # the mesh config (trust domain) is known
         options = self.options
-        rotating: list[RotatingServerCredentials] = []
-
-        def changed() -> None:
-            issued = certificates.current
-            if issued is None:
-                return
-            if rotating:
-                rotating[0].update(issued.key_pem, issued.chain_pem, certificates.roots_pem)
-
         identity = SpiffeId(self.mesh.config.trust_domain, options.namespace, options.service_account)
         certificates = WorkloadCertificates(
             CertificateOptions(
@@ -160,8 +151,7 @@ class Discovery:
                 identity=identity,
                 cluster_id=options.cluster_id,
                 dns_names=tuple(service_dns_names(PILOT_SERVICE, options.namespace)),
-            ),
-            changed,
+            )
         )
         renewals = asyncio.get_running_loop().create_task(
             certificates.run(), name="control plane certificate"
@@ -170,12 +160,16 @@ class Discovery:
             await certificates.ready.wait()
             issued = certificates.current
             assert issued is not None
-            rotating.append(
-                RotatingServerCredentials(
-                    issued.key_pem, issued.chain_pem, certificates.roots_pem, require_client_auth=True
-                )
+            rotating = RotatingServerCredentials(
+                issued.key_pem, issued.chain_pem, certificates.roots_pem, require_client_auth=True
             )
-            await self.xds.start_secure(options.secure_grpc_address, rotating[0].credentials())
+
+            def renewed() -> None:  # a certificate, once issued, is only ever replaced
+                current = certificates.current or issued
+                rotating.update(current.key_pem, current.chain_pem, certificates.roots_pem)
+
+            certificates.on_change = renewed
+            await self.xds.start_secure(options.secure_grpc_address, rotating.credentials())
             await renewals
         finally:
             renewals.cancel()

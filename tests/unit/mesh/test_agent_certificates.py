@@ -48,10 +48,9 @@ async def workload(ca: Ca, tmp_path: Path) -> Workload:
 
 @pytest.fixture
 async def agent(workload: Workload) -> AsyncIterator[tuple[WorkloadCertificates, SdsServer]]:
-    servers: list[SdsServer] = []
-    certs = WorkloadCertificates(workload.options, on_change=lambda: servers[0].changed())
+    certs = WorkloadCertificates(workload.options)
     sds = SdsServer(certs, workload.sds_socket)
-    servers.append(sds)
+    certs.on_change = sds.changed
     await sds.start()
     task = asyncio.create_task(certs.run())
     yield certs, sds
@@ -125,11 +124,10 @@ async def test_envoy_gets_its_own_certificate_and_the_roots_over_sds(
 async def test_the_certificate_is_renewed_at_half_life_and_pushed_on_the_same_stream(
     ca: Ca, workload: Workload
 ) -> None:
-    servers: list[SdsServer] = []
     short = dataclasses.replace(workload.options, validity_seconds=8)  # renewed after about 4 s
-    certs = WorkloadCertificates(short, on_change=lambda: servers[0].changed())
+    certs = WorkloadCertificates(short)
     sds = SdsServer(certs, workload.sds_socket)
-    servers.append(sds)
+    certs.on_change = sds.changed
     await sds.start()
     task = asyncio.create_task(certs.run())
     stream = SecretStream(workload.sds_socket, "default")
@@ -168,7 +166,7 @@ async def test_a_changed_roots_file_is_pushed_as_rootca(
 
 async def test_a_refused_request_is_retried_and_reported(ca: Ca, tmp_path: Path) -> None:
     workload = Workload(ca, tmp_path, "not-a-token")
-    certs = WorkloadCertificates(workload.options, on_change=lambda: None)
+    certs = WorkloadCertificates(workload.options)
     task = asyncio.create_task(certs.run())
     try:
         for _ in range(100):
