@@ -167,10 +167,7 @@ def ca(
 
     try:
         asyncio.run(run())
-    except PkiError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
+    except (PkiError, OSError) as exc:  # a bad plug-in CA, a port in use
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     os._exit(0)  # grpc's threads must not hold the exit

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,6 @@ class CaOptions:
     service_account: str = "istio-citadel-service-account"
     audiences: tuple[str, ...] = ()
     publish_roots: bool = True
-    extra_dns_names: tuple[str, ...] = field(default_factory=tuple)
 
 
 class ServingCertificate:
@@ -71,16 +70,11 @@ class ServingCertificate:
         self._renew_at = datetime.datetime.min.replace(tzinfo=datetime.UTC)
         self.rotating: RotatingServerCredentials | None = None
 
-    def dns_names(self) -> list[str]:
-        return [
-            *service_dns_names(self.options.service_name, self.options.namespace),
-            *self.options.extra_dns_names,
-        ]
-
     def issue(self, signer: pki.Signer) -> None:
         key = pki.KeyType.EC_P256.generate()
         identity = SpiffeId(self.options.trust_domain, self.options.namespace, self.options.service_account)
-        leaf = signer.workload(key.public_key(), [str(identity)], SERVING_CERT_LIFETIME, self.dns_names())
+        names = service_dns_names(self.options.service_name, self.options.namespace)
+        leaf = signer.workload(key.public_key(), [str(identity)], SERVING_CERT_LIFETIME, names)
         chain = "".join(signer.chain_pem(leaf)[:-1]).encode()  # the root is not sent
         if self.rotating is None:
             self.rotating = RotatingServerCredentials(
