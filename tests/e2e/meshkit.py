@@ -12,7 +12,7 @@ from typing import Any
 
 from isthmus.config.crds import definitions
 from tests.e2e.localkit import Kubectl
-from tests.e2e.seedkit import NAMESPACE, PILOT_PORTS, READER_RBAC, wait_until
+from tests.e2e.seedkit import NAMESPACE, PILOT_PORTS, READ, READER_RBAC, service_account_rbac, wait_until
 
 JsonObject = dict[str, Any]
 ISTHMUS_IMAGE = "docker.io/isthmus/isthmus:0.1.0"
@@ -41,81 +41,29 @@ iptables -t nat -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
 iptables -t nat -A ISTIO_OUTPUT -j ISTIO_REDIRECT
 """
 
-PILOT_RBAC = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: istio-pilot-service-account
-  namespace: {NAMESPACE}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: istio-pilot-{NAMESPACE}
-rules:
-- apiGroups: [networking.istio.io, security.istio.io]
-  resources: ["*"]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [endpoints, pods, services, nodes, namespaces, configmaps, secrets]
-  verbs: [get, list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: istio-pilot-{NAMESPACE}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: istio-pilot-{NAMESPACE}
-subjects:
-- kind: ServiceAccount
-  name: istio-pilot-service-account
-  namespace: {NAMESPACE}
-"""
-
-
-CA_RBAC = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: istio-citadel-service-account
-  namespace: {NAMESPACE}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: istio-citadel-{NAMESPACE}
-rules:
-- apiGroups: [authentication.k8s.io]
-  resources: [tokenreviews]
-  verbs: [create]
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get, list, watch, create, update, patch]
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get, create, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: istio-citadel-{NAMESPACE}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: istio-citadel-{NAMESPACE}
-subjects:
-- kind: ServiceAccount
-  name: istio-citadel-service-account
-  namespace: {NAMESPACE}
-"""
+PILOT_RBAC = service_account_rbac(
+    "istio-pilot-service-account",
+    f"istio-pilot-{NAMESPACE}",
+    [
+        {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": READ},
+        {
+            "apiGroups": [""],
+            "resources": ["endpoints", "pods", "services", "nodes", "namespaces", "configmaps", "secrets"],
+            "verbs": READ,
+        },
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
+    ],
+)
+CA_RBAC = service_account_rbac(
+    "istio-citadel-service-account",
+    f"istio-citadel-{NAMESPACE}",
+    [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*READ, "create", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": READ},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
+    ],
+)
 CA_ADDRESS = f"istio-citadel.{NAMESPACE}.svc:8060"
 
 

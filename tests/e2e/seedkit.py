@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from tests.e2e.localkit import Kubectl
 
 T = TypeVar("T")
@@ -23,50 +25,62 @@ READER = "istio-reader-service-account"
 MULTICLUSTER_LABEL = "istio/multiCluster=true"
 # The seed's ClusterRole for the reader (istio-reader-<namespace> of the 1.4 base chart), with what a reader of
 # EndpointSlices and Namespaces needs on top.
-READER_RBAC = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {READER}
-  namespace: {NAMESPACE}
-  labels:
-    app: istio-reader
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: istio-reader-{NAMESPACE}
-  labels:
-    app: istio-reader
-rules:
-- apiGroups: [config.istio.io, rbac.istio.io, security.istio.io, networking.istio.io, authentication.istio.io]
-  resources: ["*"]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [endpoints, pods, services, nodes, namespaces, replicationcontrollers]
-  verbs: [get, list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
-- apiGroups: [apps]
-  resources: [replicasets]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: istio-reader-{NAMESPACE}
-  labels:
-    app: istio-reader
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: istio-reader-{NAMESPACE}
-subjects:
-- kind: ServiceAccount
-  name: {READER}
-  namespace: {NAMESPACE}
-"""
+READ = ["get", "list", "watch"]
+
+
+def service_account_rbac(
+    account: str, role: str, rules: list[JsonObject], labels: dict[str, str] | None = None
+) -> str:
+    """A ServiceAccount in the control plane's namespace with a ClusterRole of `rules` bound to it (YAML)."""
+    meta = {"labels": labels} if labels else {}
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": account, "namespace": NAMESPACE, **meta},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role, **meta},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}],
+        },
+    ]
+    return yaml.safe_dump_all(documents)
+
+
+READER_RBAC = service_account_rbac(
+    READER,
+    f"istio-reader-{NAMESPACE}",
+    [
+        {
+            "apiGroups": [
+                "config.istio.io",
+                "rbac.istio.io",
+                "security.istio.io",
+                "networking.istio.io",
+                "authentication.istio.io",
+            ],
+            "resources": ["*"],
+            "verbs": READ,
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["endpoints", "pods", "services", "nodes", "namespaces", "replicationcontrollers"],
+            "verbs": READ,
+        },
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
+        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": READ},
+    ],
+    labels={"app": "istio-reader"},
+)
 
 # The seed's remote install with remotePilotCreateSvcEndpoint: a selector-less istio-pilot Service and its
 # hand-written Endpoints holding the primary's pilot pod IP (ports of the 1.4 base chart).

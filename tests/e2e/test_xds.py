@@ -105,6 +105,22 @@ def curl(kc: Kubectl, *args: str, context: str = "cluster1") -> str:
     )
 
 
+def envoy_admin(kc: Kubectl, path: str) -> str:
+    """A page of the sleep pod's Envoy admin (127.0.0.1:15000, from inside its sidecar container)."""
+    return kc(
+        "exec",
+        "-n",
+        "sample",
+        "deploy/sleep",
+        "-c",
+        "istio-proxy",
+        "--",
+        "curl",
+        "-s",
+        f"localhost:15000/{path}",
+    )
+
+
 def answers(out: str) -> list[tuple[str, str]]:
     """(body, status) of each response printed by `curl -w "<<%{http_code}>>"`."""
     return [(body.strip(), code) for body, code in re.findall(r"(.*?)<<(\d+)>>", out, re.DOTALL)]
@@ -226,18 +242,7 @@ def test_sidecars_route_to_endpoints_in_both_clusters(
     # cluster2's sidecars claim the primary's CLUSTER_ID, as the seed's remotes do: the registry decides
     assert {row[1] for row in proxies if row[0].startswith("helloworld-v2")} == {"cluster2"}, proxies
     assert {row[1] for row in proxies if row[0].startswith("helloworld-v1")} == {"cluster1"}, proxies
-    stats = kc(
-        "exec",
-        "-n",
-        "sample",
-        "deploy/sleep",
-        "-c",
-        "istio-proxy",
-        "--",
-        "curl",
-        "-s",
-        "localhost:15000/stats",
-    )
+    stats = envoy_admin(kc, "stats")
     assert re.search(
         r"cluster\.outbound\|5000\|\|helloworld\.sample\.svc\.cluster\.local\.upstream_rq_total: [1-9]", stats
     )
@@ -448,18 +453,7 @@ def test_a_restarted_discovery_process_leaves_traffic_flowing(
         )
 
         def envoy_knows_both() -> bool:
-            clusters = kc(
-                "exec",
-                "-n",
-                "sample",
-                "deploy/sleep",
-                "-c",
-                "istio-proxy",
-                "--",
-                "curl",
-                "-s",
-                "localhost:15000/clusters",
-            )
+            clusters = envoy_admin(kc, "clusters")
             return all(
                 f"outbound|5000||helloworld.sample.svc.cluster.local::{ip}:5000::" in clusters
                 for ip in wanted
