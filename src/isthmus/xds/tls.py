@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -100,8 +101,10 @@ def apply_outbound(cluster: cluster_pb2.Cluster, mode: str, identities: Iterable
     )
 
 
+@functools.cache
 def downstream_socket() -> base_pb2.TransportSocket:
-    """The inbound side: the workload's certificate, a client certificate from the mesh's roots required."""
+    """The inbound side: the workload's certificate, a client certificate from the mesh's roots required.
+    The same for every proxy, so built once (callers copy it into their chains; never mutate it)."""
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=_common((), ()),
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
