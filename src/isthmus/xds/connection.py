@@ -93,7 +93,10 @@ class Source(Protocol):
 
     def desired(self, connection: Connection, type_url: TypeUrl) -> Mapping[str, Resource]: ...
 
-    def subscribed(self, connection: Connection, type_url: TypeUrl, names: frozenset[str]) -> None: ...
+    def subscribed(self, connection: Connection, type_url: TypeUrl, names: frozenset[str]) -> frozenset[str]:
+        """Note a changed subscription; returns the set to keep, equal to `names` (possibly one shared by many
+        connections: a thousand proxies subscribed to the same thousand clusters hold one set)."""
+        ...
 
     def initial_sync_slot(self) -> asyncio.Semaphore: ...
 
@@ -222,8 +225,8 @@ class Connection:
         wildcard = state.type_url.wildcard and (not names or WILDCARD in names)
         added = names - state.names
         if first or names != state.names or wildcard != state.wildcard:
-            state.names, state.wildcard = names, wildcard
-            self.source.subscribed(self, state.type_url, names)
+            state.wildcard = wildcard
+            state.names = self.source.subscribed(self, state.type_url, names)
         if first:
             self.pending.want(state.type_url, None)
             self.pending.respond.add(state.type_url)
@@ -269,8 +272,7 @@ class Connection:
             )
         changed = names != state.names
         if changed:
-            state.names = frozenset(names)
-            self.source.subscribed(self, state.type_url, state.names)
+            state.names = self.source.subscribed(self, state.type_url, frozenset(names))
             if unsubscribe:
                 state.sent = Snapshot(
                     {n: r for n, r in state.sent.items() if n not in unsubscribe or state.wildcard}

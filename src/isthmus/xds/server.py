@@ -278,9 +278,10 @@ class XdsServer:
             self._slots = asyncio.Semaphore(tunables.XDS_INITIAL_SYNC_CONCURRENCY.get())
         return self._slots
 
-    def subscribed(self, connection: Connection, type_url: TypeUrl, names_: frozenset[str]) -> None:
+    def subscribed(self, connection: Connection, type_url: TypeUrl, names_: frozenset[str]) -> frozenset[str]:
         if type_url is TypeUrl.ENDPOINT:
-            self._join_group(connection, names_)
+            return self._join_group(connection, names_).names
+        return names_
 
     def desired(self, connection: Connection, type_url: TypeUrl) -> Mapping[str, Resource]:
         view = connection.view
@@ -309,7 +310,7 @@ class XdsServer:
 
     # -- EDS groups ---------------------------------------------------------------------------------------
 
-    def _join_group(self, connection: Connection, names_: frozenset[str]) -> None:
+    def _join_group(self, connection: Connection, names_: frozenset[str]) -> EdsGroup:
         self._leave_group(connection)
         key = (connection.view.key, connection.proxy.locality, names_)
         group = self.groups.get(key)
@@ -320,6 +321,7 @@ class XdsServer:
                 self.groups_by_host.setdefault(host, set()).add(group)
         group.members.add(connection)
         connection.eds_group = group
+        return group
 
     def _leave_group(self, connection: Connection) -> None:
         group = connection.eds_group

@@ -130,6 +130,27 @@ async def test_delta_unsubscribe_stops_updates(mesh: MeshBuilder, xds: XdsHarnes
     assert names_in(await stream.recv()) == [HELLO]
 
 
+async def test_proxies_with_the_same_subscription_share_it_and_part_ways_on_change(
+    mesh: MeshBuilder, xds: XdsHarness
+) -> None:
+    """A thousand sidecars subscribed to the same thousand clusters must not hold a thousand copies of the
+    names (that was most of the server's memory per proxy)."""
+    two_services(mesh)
+    streams = [xds.stream(delta=True) for _ in range(2)]
+    for i, stream in enumerate(streams):
+        await stream.subscribe(TypeUrl.ENDPOINT, [HELLO, OTHER], the_node=node(ip=f"10.44.0.{i + 5}"))
+        await stream.ack(await stream.recv())
+    first, second = (c.states[TypeUrl.ENDPOINT].names for c in xds.server.connections.values())
+    assert first == {HELLO, OTHER} and first is second
+    await streams[1].subscribe(TypeUrl.ENDPOINT, unsubscribe=[OTHER])
+    await asyncio.sleep(0.05)
+    first, second = (c.states[TypeUrl.ENDPOINT].names for c in xds.server.connections.values())
+    assert first == {HELLO, OTHER} and second == {HELLO}
+    mesh.endpoints(C1, "other", ["10.44.9.9"])
+    assert names_in(await streams[0].recv()) == [OTHER]
+    await streams[1].nothing()
+
+
 async def test_delta_reconnect_with_known_versions_resends_nothing(
     mesh: MeshBuilder, xds: XdsHarness
 ) -> None:
