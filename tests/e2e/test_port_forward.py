@@ -1,6 +1,6 @@
 """`kubectl port-forward` from the host into a local cluster: the pod, deployment and service forms, concurrent
-connections both ways, several sessions at once, 30 s idle, errors on the error stream and before the upgrade,
-and RBAC's `create` on `pods/portforward`."""
+connections both ways, several sessions at once, 30 s idle, a port bound to the pod's loopback only, errors on
+the error stream and before the upgrade, and RBAC's `create` on `pods/portforward`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters
 
 @pytest.fixture(scope="module")
 def workloads(kubectl: Kubectl) -> str:
-    """helloworld v1 and its Service, and a TCP echo Deployment; returns the helloworld pod's name."""
+    """helloworld v1 and its Service, and a TCP echo Deployment (7000 on the pod's IP, 7001 on its loopback
+    only); returns the helloworld pod's name."""
     kubectl("create", "namespace", "sample")
     helloworld = str(SAMPLES / "helloworld.yaml")
     kubectl("apply", "-n", "sample", "-f", helloworld, "-l", "service=helloworld")
@@ -62,7 +63,12 @@ def workloads(kubectl: Kubectl) -> str:
                             "command": ["python3", str(TCP_ECHO), "7000"],
                             "ports": [{"containerPort": 7000}],
                             "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1},
-                        }
+                        },
+                        {
+                            "name": "loopback-echo",
+                            "image": "isthmus.dev/host",
+                            "command": ["python3", str(TCP_ECHO), "7001", "127.0.0.1"],
+                        },
                     ]
                 },
             },
@@ -239,6 +245,20 @@ def test_service_form_survives_30s_idle(kubectl: Kubectl, workloads: str) -> Non
             kept.close()
         assert get(forwarder.port, "/hello?new-connection").startswith("Hello version: v1")
     assert "Handling connection for" in forwarder.output
+
+
+def test_a_port_on_the_pods_loopback_only_is_forwarded(kubectl: Kubectl, workloads: str) -> None:
+    """As on a real node: the connection is made inside the pod's network namespace (Envoy's admin port is such
+    a port), while the pod's IP does not answer on it."""
+    pod_ip = kubectl(
+        "get", "pods", "-n", "sample", "-l", "app=echo", "-o", "jsonpath={.items[0].status.podIP}"
+    )
+    with socket.socket() as direct:
+        direct.settimeout(5)
+        assert direct.connect_ex((pod_ip, 7001)) != 0, "7001 must not answer on the pod's IP"
+    with port_forward(kubectl, "deployment/echo", 7001) as forwarder:
+        echo_round_trip(forwarder.port, 100_000)
+        assert forwarder.process.poll() is None, forwarder.output
 
 
 def test_closed_port_is_reported_on_the_error_stream(kubectl: Kubectl, workloads: str) -> None:

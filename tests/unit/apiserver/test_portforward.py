@@ -15,6 +15,19 @@ from aiohttp import test_utils, web
 
 from isthmus.local.apiserver import portforward, spdy
 from isthmus.local.apiserver.portforward import PodTarget, Session
+from isthmus.local.node.portforward import DialError, go_wording
+
+
+async def loopback(port: int) -> socket.socket:
+    """The dialer of a pod whose network is this host's loopback (the node's part is tested on its own)."""
+    connected = socket.socket()
+    connected.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(connected, ("127.0.0.1", port))
+    except OSError as exc:
+        connected.close()
+        raise DialError(f"dial tcp 127.0.0.1:{port}: {go_wording(exc)}") from None
+    return connected
 
 
 @dataclass
@@ -101,7 +114,7 @@ async def client() -> AsyncIterator[Client]:
     async def handler(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=(portforward.PROTOCOL,))
         await ws.prepare(request)
-        await Session(ws, PodTarget("sample", "pod-1", "uid-1", "127.0.0.1")).run()
+        await Session(ws, PodTarget("sample", "pod-1", "uid-1", loopback)).run()
         return ws
 
     app = web.Application()

@@ -34,6 +34,7 @@ class ApiServerConfig:
     namespace_cleanup_delay: float = 1.0
     # The node process's API (logs, exec, port-forward) for pods on this cluster's node, and that node's name.
     kubelet_socket: str = ""
+    portforward_socket: str = ""
     node_name: str = ""
 
     @property

@@ -1,5 +1,6 @@
 """`pods/portforward`: kubectl's WebSocket tunnel (subprotocol `SPDY/3.1+portforward.k8s.io`, a SPDY/3.1 byte
-stream in binary messages) relayed to TCP connections to the pod's IP, as pods/proxy reaches pods.
+stream in binary messages) relayed to TCP connections to the pod's own loopback, which the node process makes
+inside the pod's network namespace and hands over (`isthmus.local.node.portforward`), as a kubelet does.
 
 Per forwarded connection kubectl opens an error stream and a data stream with the same `requestid`; once both
 are there the server connects to the pod, relays DATA both ways, half-closes on FIN, and ends both streams when
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import ipaddress
 import logging
-import os
-from collections.abc import Coroutine
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,6 +26,7 @@ from isthmus.local.apiserver.config import ApiServerConfig
 from isthmus.local.apiserver.errors import StatusError, bad_request, not_found
 from isthmus.local.apiserver.handlers import ApiHandlers, RequestInfo
 from isthmus.local.apiserver.objects import Objects
+from isthmus.local.node.portforward import DialError, dial, go_wording
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
@@ -39,18 +39,21 @@ READ_LIMIT: Final = 1024 * 1024
 MAX_MESSAGE: Final = 2 * spdy.MAX_FRAME_LENGTH  # kubectl sends a few KiB per WebSocket message
 
 
+Dialer = Callable[[int], Awaitable[socket.socket]]  # a connected socket to a port of the pod, or DialError
+
+
 @dataclass(frozen=True)
 class PodTarget:
     namespace: str
     name: str
     uid: str
-    ip: str
+    dial: Dialer
 
 
 class PortForward:
     def __init__(self, objects: Objects, config: ApiServerConfig) -> None:
         self.objects = objects
-        self.pod_network = ipaddress.ip_network(config.pod_cidr) if config.pod_cidr else None
+        self.config = config
 
     def install(self, handlers: ApiHandlers) -> None:
         handlers.subresource_handlers[("", "pods", "portforward")] = self.portforward
@@ -69,18 +72,19 @@ class PortForward:
             raise bad_request(
                 f"unable to forward port because pod {info.name} is not running. Current status={state}"
             )
-        ip = status.get("podIP") or ""
-        if not ip:
-            raise StatusError(503, "ServiceUnavailable", f"pod {info.name} has no IP address yet")
-        try:
-            outside = self.pod_network is not None and ipaddress.ip_address(ip) not in self.pod_network
-        except ValueError:
-            outside = True
-        if outside:
-            raise bad_request(
-                f"pod {info.name} has IP {ip}, outside this cluster's pod network: not forwarding"
+        node = pod.get("spec", {}).get("nodeName") or ""
+        socket_path = self.config.portforward_socket
+        if node != self.config.node_name or not socket_path:
+            raise StatusError(
+                500,
+                "InternalError",
+                f'Internal error occurred: no node process serves node "{node}" of pod {info.name}',
             )
-        return PodTarget(info.namespace, info.name, str(pod["metadata"].get("uid", "")), ip)
+
+        async def through_node(port: int) -> socket.socket:
+            return await dial(socket_path, info.namespace, info.name, port)
+
+        return PodTarget(info.namespace, info.name, str(pod["metadata"].get("uid", "")), through_node)
 
     async def portforward(
         self, request: web.Request, info: RequestInfo, user: UserInfo
@@ -264,12 +268,12 @@ class Session:
             return
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(target.ip, port, limit=READ_LIMIT)
-        except (OSError, TimeoutError) as exc:
+                connected = await target.dial(port)
+            reader, writer = await asyncio.open_connection(sock=connected, limit=READ_LIMIT)
+        except (DialError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, DialError) else f"reaching the node: {go_wording(exc)}"
             await self.finish(
-                forward,
-                f"error forwarding port {port} to pod {target.name}, uid {target.uid}: "
-                f"dial tcp {target.ip}:{port}: {_describe(exc)}",
+                forward, f"error forwarding port {port} to pod {target.name}, uid {target.uid}: {reason}"
             )
             return
         forward.writer = writer
@@ -284,7 +288,7 @@ class Session:
                 if not await self.send(spdy.Data(forward.data_stream, chunk)):
                     break
         except OSError as exc:
-            log.debug("port-forward to %s:%d ended: %s", target.ip, port, exc)
+            log.debug("port-forward to %s/%s:%d ended: %s", target.namespace, target.name, port, exc)
         await self.finish(forward)
 
     async def finish(self, forward: Forward, error: str = "") -> None:
@@ -313,13 +317,3 @@ class Session:
         if forward.writer is not None:
             forward.writer.close()
         forward.pending.clear()
-
-
-def _describe(exc: BaseException) -> str:
-    """Go's wording for a failed dial (what Kubernetes puts on the error stream)."""
-    if isinstance(exc, TimeoutError) and not getattr(exc, "errno", None):
-        return "i/o timeout"
-    code = getattr(exc, "errno", None)
-    if isinstance(code, int) and code in errno.errorcode:
-        return f"connect: {os.strerror(code).lower()}"
-    return str(exc)

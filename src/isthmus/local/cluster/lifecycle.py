@@ -355,9 +355,13 @@ class LocalRun:
             zone=where.partition("/")[2],
             hidden_paths=runs,
             kubelet_socket=str(folder / "kubelet.sock"),
+            portforward_socket=str(folder / "portforward.sock"),
         ).save(self._config_path(name, NODE))
         api_config = dataclasses.replace(
-            api, kubelet_socket=str(folder / "kubelet.sock"), node_name=node_name
+            api,
+            kubelet_socket=str(folder / "kubelet.sock"),
+            portforward_socket=str(folder / "portforward.sock"),
+            node_name=node_name,
         )
         api_config.save(self._config_path(name))
 

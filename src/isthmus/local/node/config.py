@@ -29,6 +29,7 @@ class NodeConfig:
     cluster_domain: str = "cluster.local"
     hidden_paths: list[str] = field(default_factory=list)  # host paths pods must not see (the runs' state)
     kubelet_socket: str = ""
+    portforward_socket: str = ""  # connections into pods for the API server (see node/portforward.py)
 
     @property
     def node_dir(self) -> Path:

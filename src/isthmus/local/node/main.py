@@ -21,6 +21,7 @@ from isthmus.local.node.config import NodeConfig
 from isthmus.local.node.dns import ClusterDns
 from isthmus.local.node.kubelet import KubeletApi
 from isthmus.local.node.pods import Node, PodManager
+from isthmus.local.node.portforward import PortForwardServer
 from isthmus.local.node.registration import Registration
 from isthmus.local.node.services import ServiceCache, ServiceProxy
 
@@ -46,6 +47,7 @@ async def serve(config: NodeConfig) -> None:
     node = Node(config, api, cache.services_in, proxy.drained)
     pods = PodManager(node)
     kubelet = KubeletApi(pods, config.kubelet_socket)
+    forwarder = PortForwardServer(pods.netns_of, config.portforward_socket)
     registration = Registration(config, api)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,6 +55,8 @@ async def serve(config: NodeConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await dns.start()
     await kubelet.start()
+    if config.portforward_socket:
+        await forwarder.start()
     tasks = [
         loop.create_task(coro, name=name)
         for name, coro in (
@@ -76,6 +80,7 @@ async def serve(config: NodeConfig) -> None:
     await asyncio.to_thread(proxy.remove_hooks)
     dns.stop()
     await kubelet.stop()
+    await forwarder.stop()
     await registration.mark_not_ready()
     await api.close()
 

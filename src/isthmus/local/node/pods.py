@@ -985,6 +985,15 @@ class PodManager:
                 return worker
         return None
 
+    def netns_of(self, namespace: str, name: str) -> str:
+        """The path of the pod's network namespace, "" unless it runs here with its sandbox set up."""
+        worker = self.worker(namespace, name)
+        return (
+            f"/run/netns/{worker.netns}"
+            if worker is not None and worker.netns and not worker.deleting
+            else ""
+        )
+
     async def source_changed(self, kind: str, namespace: str, name: str) -> None:
         for worker in list(self.workers.values()):
             if worker.pod["metadata"]["namespace"] == namespace:
