@@ -246,6 +246,62 @@ def test_unknown_image_stays_pending_with_err_image_pull(kubectl: Kubectl) -> No
     kubectl("delete", "pod", "nope", "-n", "default", context="cluster1")
 
 
+def test_exec_needs_create_on_pods_exec(kubectl: Kubectl, samples: None) -> None:
+    """kubectl execs over a WebSocket, an HTTP GET: it is authorized as `create` on pods/exec, as Kubernetes
+    does with AuthorizePodWebsocketUpgradeCreatePermission, so read access to pods/exec runs nothing."""
+    sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
+    user = "system:serviceaccount:sample:execer"
+    kubectl("create", "serviceaccount", "execer", "-n", "sample", context="cluster1")
+    kubectl(
+        "create",
+        "role",
+        "execer",
+        "--verb=get",
+        "--resource=pods,pods/exec",
+        "-n",
+        "sample",
+        context="cluster1",
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "execer",
+        "--role=execer",
+        "--serviceaccount=sample:execer",
+        "-n",
+        "sample",
+        context="cluster1",
+    )
+    refused = kubectl.run(
+        "exec", sleep, "-n", "sample", "--as", user, "--", "true", context="cluster1", check=False
+    )
+    assert refused.code != 0 and 'cannot create resource "pods/exec"' in refused.err, refused.err
+    kubectl(
+        "create",
+        "role",
+        "execer-create",
+        "--verb=create",
+        "--resource=pods/exec",
+        "-n",
+        "sample",
+        context="cluster1",
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "execer-create",
+        "--role=execer-create",
+        "--serviceaccount=sample:execer",
+        "-n",
+        "sample",
+        context="cluster1",
+    )
+    allowed = kubectl(
+        "exec", sleep, "-n", "sample", "--as", user, "--", "echo", "allowed", context="cluster1"
+    )
+    assert allowed == "allowed\n"
+
+
 def test_exec_and_logs(kubectl: Kubectl, samples: None) -> None:
     sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
     result = kubectl.run(

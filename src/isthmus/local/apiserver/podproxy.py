@@ -53,6 +53,7 @@ class PodProxy:
     def install(self, handlers: ApiHandlers) -> None:
         handlers.subresource_handlers[("", "pods", "log")] = self.logs
         handlers.subresource_handlers[("", "pods", "exec")] = self.exec
+        handlers.create_on_upgrade.add(("", "pods", "exec"))  # `get pods/exec` alone must not run commands
         handlers.subresource_handlers[("", "pods", "proxy")] = self.pod_proxy
         handlers.subresource_handlers[("", "services", "proxy")] = self.service_proxy
 
