@@ -458,7 +458,7 @@ class XdsServer:
         state = connection.states.get(TypeUrl.ENDPOINT)
         self._leave_group(connection)
         if state is not None and state.names:
-            self._join_group(connection, state.names)
+            state.names = self._join_group(connection, state.names).names
         self._refresh_private(connection)
         for type_url in (TypeUrl.CLUSTER, TypeUrl.LISTENER, TypeUrl.ROUTE, TypeUrl.ENDPOINT):
             connection.enqueue(type_url, None)

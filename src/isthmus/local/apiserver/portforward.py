@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 
 PROTOCOL: Final = "SPDY/3.1+portforward.k8s.io"
-CONNECT_TIMEOUT: Final = 10.0  # seconds for the TCP connect to the pod
+CONNECT_TIMEOUT: Final = (
+    10.0  # seconds for the node to hand over a connection to the pod (it gives up after 5)
+)
 STREAM_PAIR_TIMEOUT: Final = 30.0  # seconds a stream waits for its partner (the kubelet's stream timeout)
 CHUNK: Final = 256 * 1024  # bytes read from the pod per DATA frame
 READ_LIMIT: Final = 1024 * 1024
@@ -81,10 +83,12 @@ class PortForward:
                 f'Internal error occurred: no node process serves node "{node}" of pod {info.name}',
             )
 
-        async def through_node(port: int) -> socket.socket:
-            return await dial(socket_path, info.namespace, info.name, port)
+        uid = str(pod["metadata"].get("uid", ""))
 
-        return PodTarget(info.namespace, info.name, str(pod["metadata"].get("uid", "")), through_node)
+        async def through_node(port: int) -> socket.socket:
+            return await dial(socket_path, info.namespace, info.name, uid, port)
+
+        return PodTarget(info.namespace, info.name, uid, through_node)
 
     async def portforward(
         self, request: web.Request, info: RequestInfo, user: UserInfo
@@ -266,11 +270,14 @@ class Session:
         except ValueError:
             await self.finish(forward, f'invalid port "{port_header}" for pod {target.name}')
             return
+        connected: socket.socket | None = None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 connected = await target.dial(port)
             reader, writer = await asyncio.open_connection(sock=connected, limit=READ_LIMIT)
         except (DialError, OSError) as exc:
+            if connected is not None:
+                connected.close()
             reason = str(exc) if isinstance(exc, DialError) else f"reaching the node: {go_wording(exc)}"
             await self.finish(
                 forward, f"error forwarding port {port} to pod {target.name}, uid {target.uid}: {reason}"

@@ -985,14 +985,13 @@ class PodManager:
                 return worker
         return None
 
-    def netns_of(self, namespace: str, name: str) -> str:
+    def netns_of(self, namespace: str, name: str, uid: str) -> str:
         """The path of the pod's network namespace, "" unless it runs here with its sandbox set up."""
-        worker = self.worker(namespace, name)
-        return (
-            f"/run/netns/{worker.netns}"
-            if worker is not None and worker.netns and not worker.deleting
-            else ""
-        )
+        worker = self.workers.get(uid)
+        if worker is None or worker.deleting or not worker.netns:
+            return ""
+        meta = worker.pod["metadata"]
+        return f"/run/netns/{worker.netns}" if (meta["namespace"], meta["name"]) == (namespace, name) else ""
 
     async def source_changed(self, kind: str, namespace: str, name: str) -> None:
         for worker in list(self.workers.values()):

@@ -2,8 +2,9 @@
 the pod's network namespace (as a kubelet's container runtime does, so ports bound to 127.0.0.1 in the pod, such
 as Envoy's admin port, can be forwarded), handed to the API server as an open file descriptor.
 
-Protocol, on a Unix socket of mode 0600: the API server sends one JSON line `{"namespace", "name", "port"}`;
-the node answers with one message, `ok` with the connected socket attached (SCM_RIGHTS), or `error: TEXT`.
+Protocol, on a Unix socket of mode 0600: the API server sends one JSON line `{"namespace", "name", "uid",
+"port"}`; the node answers with one message, `ok` with the connected socket attached (SCM_RIGHTS), or
+`error: TEXT`.
 
 Each connection is made by a thread of its own that enters the pod's network namespace and then ends, so no
 other thread ever runs in a pod's namespace.
@@ -26,7 +27,7 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT: Final = 10.0  # seconds for the connect inside the pod
+CONNECT_TIMEOUT: Final = 5.0  # seconds for the connect inside the pod (the API server waits longer)
 REQUEST_LIMIT: Final = 4096  # bytes of a request line
 _CLONE_NEWNET: Final = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -34,6 +35,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class DialError(Exception):
     """What went wrong, worded as the kubelet words it after "error forwarding port P to pod NAME, uid UID: "."""
+
+
+class NamespaceError(OSError):
+    """The pod's network namespace could not be entered."""
 
 
 def go_wording(exc: OSError) -> str:
@@ -52,10 +57,13 @@ def connect_in_namespace(netns_path: str, port: int, timeout: float = CONNECT_TI
 
     def run() -> None:
         try:
-            with open(netns_path, "rb") as namespace:
-                if _libc.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"cannot enter the pod's network namespace: {os.strerror(code)}")
+            try:
+                with open(netns_path, "rb") as namespace:
+                    if _libc.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
+                        code = ctypes.get_errno()
+                        raise NamespaceError(code, os.strerror(code))
+            except OSError as exc:
+                raise NamespaceError(exc.errno, exc.strerror) from None
             outcome.append(socket.create_connection(("127.0.0.1", port), timeout=timeout))
         except BaseException as exc:  # handed to the caller's thread
             outcome.append(exc)
@@ -71,10 +79,10 @@ def connect_in_namespace(netns_path: str, port: int, timeout: float = CONNECT_TI
 
 
 class PortForwardServer:
-    """Serves connections into pods of this node (see the module's protocol). `netns_of(namespace, name)`: the
-    path of the pod's network namespace, "" when it has none on this node."""
+    """Serves connections into pods of this node (see the module's protocol). `netns_of(namespace, name, uid)`:
+    the path of that pod's network namespace, "" when it has none on this node."""
 
-    def __init__(self, netns_of: Callable[[str, str], str], socket_path: str) -> None:
+    def __init__(self, netns_of: Callable[[str, str, str], str], socket_path: str) -> None:
         self.netns_of = netns_of
         self.socket_path = socket_path
         self._server: asyncio.Server | None = None
@@ -102,9 +110,9 @@ class PortForwardServer:
             except DialError as exc:
                 reply, fds = f"error: {exc}\n".encode(), []
             raw = writer.get_extra_info("socket")
-            with socket.socket(fileno=os.dup(raw.fileno())) as channel:
-                channel.setblocking(True)
-                socket.send_fds(channel, [reply], fds)
+            with socket.socket(fileno=os.dup(raw.fileno())) as channel:  # shares the loop's non-blocking mode
+                if socket.send_fds(channel, [reply], fds) != len(reply):
+                    raise OSError(errno.EMSGSIZE, "the reply did not fit the socket's buffer")
         except (OSError, ValueError) as exc:
             log.info("port-forward request failed: %s", exc)
         finally:
@@ -117,14 +125,21 @@ class PortForwardServer:
     async def _connect(self, line: bytes) -> socket.socket:
         try:
             request = json.loads(line)
-            namespace, name, port = str(request["namespace"]), str(request["name"]), int(request["port"])
+            namespace, name, uid = str(request["namespace"]), str(request["name"]), str(request["uid"])
+            port = int(request["port"])
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} out of range")
         except (ValueError, KeyError, TypeError) as exc:
             raise DialError(f"malformed request to the node: {exc}") from None
-        netns = self.netns_of(namespace, name)
+        netns = self.netns_of(namespace, name, uid)
         if not netns:
-            raise DialError(f"pod {namespace}/{name} has no network namespace on this node")
+            raise DialError(f"pod {namespace}/{name} (uid {uid}) has no network namespace on this node")
         try:
             return await asyncio.to_thread(connect_in_namespace, netns, port)
+        except NamespaceError as exc:
+            raise DialError(
+                f'failed to execute portforward in network namespace "{netns}": {exc.strerror or exc}'
+            ) from None
         except OSError as exc:
             raise DialError(
                 f"failed to connect to localhost:{port} inside the pod's network namespace: "
@@ -132,7 +147,7 @@ class PortForwardServer:
             ) from None
 
 
-async def dial(socket_path: str, namespace: str, name: str, port: int) -> socket.socket:
+async def dial(socket_path: str, namespace: str, name: str, uid: str, port: int) -> socket.socket:
     """The API server's half: ask the node at `socket_path` for a connection to `port` in the pod; raises
     DialError with the node's words, or OSError when the node cannot be reached."""
     loop = asyncio.get_running_loop()
@@ -140,7 +155,7 @@ async def dial(socket_path: str, namespace: str, name: str, port: int) -> socket
     try:
         channel.setblocking(False)
         await loop.sock_connect(channel, socket_path)
-        request = json.dumps({"namespace": namespace, "name": name, "port": port}) + "\n"
+        request = json.dumps({"namespace": namespace, "name": name, "uid": uid, "port": port}) + "\n"
         await loop.sock_sendall(channel, request.encode())
         readable: asyncio.Future[None] = loop.create_future()
 
