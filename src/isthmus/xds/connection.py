@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -103,6 +103,18 @@ class Source(Protocol):
     def synced(self, connection: Connection) -> None: ...
 
 
+class InFlight(NamedTuple):
+    """A response awaiting its ACK: what the proxy has once it accepts it, the resources in it, and when the
+    oldest change it carries entered the control plane (0: it carries none, e.g. an initial sync)."""
+
+    now_has: Mapping[str, Resource]
+    entries: list[Resource]
+    since: float = 0.0
+
+
+NOT_IN_FLIGHT = InFlight(EMPTY, [])
+
+
 @dataclass
 class TypeState:
     type_url: TypeUrl
@@ -114,7 +126,7 @@ class TypeState:
     acked: Mapping[str, Resource] = field(default_factory=lambda: EMPTY)
     version_info: str = ""  # state of the world: what the last response said
     acked_version: str = ""
-    inflight: dict[str, tuple[Mapping[str, Resource], list[Resource]]] = field(default_factory=dict)
+    inflight: dict[str, InFlight] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     nacks: int = 0
     last_error: str = ""
@@ -168,7 +180,7 @@ class Connection:
         self.private: dict[TypeUrl, Mapping[str, Resource]] = {}
         self.synced_once = False
         self.eds_group: object = None
-        self.prepared: collections.deque[tuple[bytes, str, float]] = collections.deque()
+        self.prepared: collections.deque[tuple[bytes, str]] = collections.deque()
         self.busy = False
         self.write: WriteFn | None = None  # the stream's writer, set by the server
         self.writing = asyncio.Lock()  # one write at a time on a stream
@@ -213,12 +225,16 @@ class Connection:
             return  # a stale nonce: the proxy has not seen our latest response yet
         if nonce:
             if request.HasField("error_detail"):
-                self._rejected(state, request.error_detail.message, state.inflight.pop(nonce, (EMPTY, []))[1])
+                self._rejected(
+                    state, request.error_detail.message, state.inflight.pop(nonce, NOT_IN_FLIGHT).entries
+                )
             else:
-                sent, _ = state.inflight.pop(nonce, (state.sent, []))
+                flight = state.inflight.pop(nonce, None)
                 state.acked_nonce = nonce
-                state.acked = sent
+                state.acked = flight.now_has if flight is not None else state.sent
                 state.acked_version = request.version_info
+                if flight is not None and flight.since:
+                    metrics.CONVERGE.observe(time.monotonic() - flight.since)
         names = frozenset(request.resource_names)
         first = not state.subscribed_once
         state.subscribed_once = True
@@ -242,12 +258,14 @@ class Connection:
             return
         nonce = request.response_nonce
         if nonce and nonce in state.inflight:
-            sent, entries = state.inflight.pop(nonce)
+            flight = state.inflight.pop(nonce)
             if request.HasField("error_detail"):
-                self._rejected(state, request.error_detail.message, entries)
+                self._rejected(state, request.error_detail.message, flight.entries)
             else:
                 state.acked_nonce = nonce  # one stream: ACKs come in the order of the responses
-                state.acked = sent
+                state.acked = flight.now_has
+                if flight.since:
+                    metrics.CONVERGE.observe(time.monotonic() - flight.since)
         first = not state.subscribed_once
         if not first and not request.resource_names_subscribe and not request.resource_names_unsubscribe:
             return  # an ACK or NACK only: the common case, kept cheap
@@ -330,13 +348,13 @@ class Connection:
         state = self.states[type_url]
         state.sent = now_has
         state.sent_nonce = nonce
-        state.inflight[nonce] = (now_has, entries)
+        state.inflight[nonce] = InFlight(now_has, entries, since)
         if not self.delta:
             state.version_info = version_info
             for old in [n for n in state.inflight if n != nonce]:
                 del state.inflight[old]
         state.responses += 1
-        self.prepared.append((payload, type_url.short, since))
+        self.prepared.append((payload, type_url.short))
 
     async def write_prepared(self) -> None:
         """Write the prepared responses (in the order they were prepared; the writer may have done it)."""
@@ -346,11 +364,9 @@ class Connection:
 
     async def _drain(self, write: WriteFn) -> None:
         while self.prepared:
-            payload, short, since = self.prepared.popleft()
+            payload, short = self.prepared.popleft()
             await write(payload)
             _PUSHES[short].inc()
-            if since:
-                metrics.CONVERGE.observe(time.monotonic() - since)
 
     async def write_loop(self, write: WriteFn) -> None:
         """The connection's writer: prepared responses first, then what is pending, one write at a time."""
@@ -431,15 +447,13 @@ class Connection:
             payload = wire.sotw_response(version, state.type_url, nonce, [r.sotw_entry for r in entries])
         state.sent = _after(state.sent, desired, changed, removed, complete)
         state.sent_nonce = nonce
-        state.inflight[nonce] = (state.sent, entries)
+        state.inflight[nonce] = InFlight(state.sent, entries, since)
         if not self.delta:
             for old in [n for n in state.inflight if n != nonce]:
                 del state.inflight[old]  # state of the world: only the latest nonce can be answered
         state.responses += 1
         await write(payload)
         _PUSHES[state.type_url.short].inc()
-        if since:
-            metrics.CONVERGE.observe(time.monotonic() - since)
 
     def _full_state(self, state: TypeState, desired: Mapping[str, Resource]) -> list[Resource]:
         """Every resource, with a rejected version replaced by the one the proxy accepted (or left out)."""

@@ -20,8 +20,8 @@ PUSH_TRIGGERS = Counter(
     "isthmus_xds_push_triggers_total", "Debounced pushes started", ["reason"], registry=REGISTRY
 )
 CONVERGE = Histogram(
-    "isthmus_xds_push_seconds",
-    "From a change entering the control plane to its response written to a proxy",
+    "isthmus_xds_convergence_seconds",
+    "From a change entering the control plane to the proxy's acknowledgement of the response carrying it",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )

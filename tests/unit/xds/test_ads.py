@@ -8,6 +8,7 @@ import asyncio
 import grpc
 import pytest
 
+from isthmus.xds import metrics
 from isthmus.xds.resources import TypeUrl
 from tests.unit.xds.xdskit import C1, C2, MeshBuilder, XdsHarness, decoded, http, names_in, node
 
@@ -116,6 +117,26 @@ async def test_delta_sends_only_the_changed_assignment(mesh: MeshBuilder, xds: X
         "10.45.1.1",
         "10.45.1.2",
     ]
+
+
+async def test_convergence_is_measured_when_the_proxy_acknowledges_a_change(
+    mesh: MeshBuilder, xds: XdsHarness
+) -> None:
+    def observed() -> float:
+        return metrics.REGISTRY.get_sample_value("isthmus_xds_convergence_seconds_count") or 0.0
+
+    two_services(mesh)
+    stream = xds.stream(delta=True)
+    await stream.subscribe(TypeUrl.ENDPOINT, [HELLO, OTHER], the_node=node())
+    await stream.ack(await stream.recv())
+    before = observed()  # an initial sync carries no change
+    mesh.endpoints(C2, "helloworld", ["10.45.1.1", "10.45.1.2"])
+    update = await stream.recv()
+    await asyncio.sleep(0.05)
+    assert observed() == before, "written is not converged: the proxy has not acknowledged it yet"
+    await stream.ack(update)
+    await asyncio.sleep(0.05)
+    assert observed() == before + 1
 
 
 async def test_delta_unsubscribe_stops_updates(mesh: MeshBuilder, xds: XdsHarness) -> None:
