@@ -252,50 +252,35 @@ def test_exec_needs_create_on_pods_exec(kubectl: Kubectl, samples: None) -> None
     sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
     user = "system:serviceaccount:sample:execer"
     kubectl("create", "serviceaccount", "execer", "-n", "sample", context="cluster1")
-    kubectl(
-        "create",
-        "role",
-        "execer",
-        "--verb=get",
-        "--resource=pods,pods/exec",
-        "-n",
-        "sample",
-        context="cluster1",
-    )
-    kubectl(
-        "create",
-        "rolebinding",
-        "execer",
-        "--role=execer",
-        "--serviceaccount=sample:execer",
-        "-n",
-        "sample",
-        context="cluster1",
-    )
+
+    def grant(name: str, verb: str, resources: str) -> None:
+        kubectl(
+            "create",
+            "role",
+            name,
+            f"--verb={verb}",
+            f"--resource={resources}",
+            "-n",
+            "sample",
+            context="cluster1",
+        )
+        kubectl(
+            "create",
+            "rolebinding",
+            name,
+            f"--role={name}",
+            "--serviceaccount=sample:execer",
+            "-n",
+            "sample",
+            context="cluster1",
+        )
+
+    grant("execer", "get", "pods,pods/exec")
     refused = kubectl.run(
         "exec", sleep, "-n", "sample", "--as", user, "--", "true", context="cluster1", check=False
     )
     assert refused.code != 0 and 'cannot create resource "pods/exec"' in refused.err, refused.err
-    kubectl(
-        "create",
-        "role",
-        "execer-create",
-        "--verb=create",
-        "--resource=pods/exec",
-        "-n",
-        "sample",
-        context="cluster1",
-    )
-    kubectl(
-        "create",
-        "rolebinding",
-        "execer-create",
-        "--role=execer-create",
-        "--serviceaccount=sample:execer",
-        "-n",
-        "sample",
-        context="cluster1",
-    )
+    grant("execer-create", "create", "pods/exec")
     allowed = kubectl(
         "exec", sleep, "-n", "sample", "--as", user, "--", "echo", "allowed", context="cluster1"
     )
