@@ -142,6 +142,11 @@ class Reconciler(Controller):
         self._pending[key] = None
         self._has_pending.set()
 
+    def enqueue_all(self) -> None:
+        """Reconcile every key soon (after an informer relisted)."""
+        for key in self.all_keys():
+            self.enqueue(key)
+
     def enqueue_after(self, key: Hashable, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
 

@@ -337,18 +337,14 @@ class DaemonSetController(Reconciler):
         self.nodes: Informer = ctx.informers.get(NODES)
         self.pod_control = PodControl(ctx, MANAGER, self.events)
         self.history = history.RevisionHistory(ctx, MANAGER)
-        self.daemon_sets.add_handler(self._on_daemon_set, self._relist)
-        self.pod_control.pods.add_handler(self._on_pod, self._relist)
-        self.nodes.add_handler(self._on_node, self._relist)
+        self.daemon_sets.add_handler(self._on_daemon_set, self.enqueue_all)
+        self.pod_control.pods.add_handler(self._on_pod, self.enqueue_all)
+        self.nodes.add_handler(self._on_node, self.enqueue_all)
         self.history.informer.add_handler(self._on_revision)
         self._failed: dict[tuple[str, str], tuple[float, float]] = {}  # (ds uid, node) -> (backoff, until)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.daemon_sets.keys()
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_daemon_set(self, event: WatchEvent) -> None:
         if event.type != DELETED:
@@ -377,7 +373,7 @@ class DaemonSetController(Reconciler):
             or podutil.labels(event.obj) != podutil.labels(old)
             or _ready_status(event.obj) != _ready_status(old)
         ):
-            self._relist()
+            self.enqueue_all()
 
     def _on_revision(self, event: WatchEvent) -> None:
         ref = controller_of(event.obj)

@@ -360,13 +360,9 @@ class DeploymentController(Reconciler):
         self.pods: Informer = ctx.informers.get(PODS)
         self.replica_sets.index_by(CONTROLLER)
         self.pods.index_by(CONTROLLER)
-        self.deployments.add_handler(self._on_deployment, self._relist)
-        self.replica_sets.add_handler(self._on_replica_set, self._relist)
+        self.deployments.add_handler(self._on_deployment, self.enqueue_all)
+        self.replica_sets.add_handler(self._on_replica_set, self.enqueue_all)
         self.pods.add_handler(self._on_pod)
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.deployments.keys()
@@ -431,38 +427,10 @@ class DeploymentController(Reconciler):
         """The ReplicaSets the Deployment controls, after adopting matching orphans and releasing the ones
         that no longer match (`ReplicaSetControllerRefManager.ClaimReplicaSets`)."""
         meta = d["metadata"]
-        selector = podutil.label_selector(d["spec"].get("selector"))
-        deleting = bool(meta.get("deletionTimestamp"))
-        claimed: list[JsonObject] = []
-        for rs in list(self.replica_sets.indexed(CONTROLLER, meta["uid"]).values()):
-            if selector(podutil.labels(rs)):
-                claimed.append(rs)
-            elif not deleting:
-                await self._set_owner(rs, meta["uid"], None)
-        if deleting:
-            return claimed
-        for rs in list(self.replica_sets.in_namespace(meta["namespace"]).values()):
-            if not podutil.has_controller(rs) and selector(podutil.labels(rs)):
-                adopted = await self._set_owner(rs, meta["uid"], d)
-                if adopted is not None:
-                    claimed.append(adopted)
-        return claimed
-
-    async def _set_owner(self, rs: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
-        obj = copy_object(rs)
-        refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
-        if owner is not None:
-            refs.append(podutil.controller_reference(owner))
-        if refs:
-            obj["metadata"]["ownerReferences"] = refs
-        else:
-            obj["metadata"].pop("ownerReferences", None)
-        try:
-            return await self._write_rs(obj)
-        except StatusError as exc:
-            if exc.code in (404, 409):
-                return None
-            raise
+        owned = self.replica_sets.indexed(CONTROLLER, meta["uid"]).values()
+        return await podutil.claim(
+            d, owned, lambda: self.replica_sets.in_namespace(meta["namespace"]).values(), self._write_rs
+        )
 
     async def _write_rs(self, rs: JsonObject) -> JsonObject:
         namespace, name = object_key(rs)

@@ -100,16 +100,12 @@ class EndpointsController(Reconciler):
         self.services = self.selection.services
         self.endpoints: Informer = ctx.informers.get(ENDPOINTS)
         self._deleted: set[ObjectKey] = set()  # Services gone whose Endpoints go too
-        self.services.add_handler(self._on_service, self._relist)
-        self.selection.pods.add_handler(self._on_pod, self._relist)
+        self.services.add_handler(self._on_service, self.enqueue_all)
+        self.selection.pods.add_handler(self._on_pod, self.enqueue_all)
         self.endpoints.add_handler(self._on_endpoints)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.services.keys()
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_service(self, event: WatchEvent) -> None:
         key = object_key(event.obj)

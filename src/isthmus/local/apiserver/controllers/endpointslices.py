@@ -120,17 +120,13 @@ class EndpointSliceController(Reconciler):
         self.slices: Informer = ctx.informers.get(ENDPOINT_SLICES)
         self.slices.index_by(SLICES_OF, slices_of_service)
         self.writer = SliceWriter(ctx, MANAGER)
-        self.services.add_handler(self._on_service, self._relist)
-        self.selection.pods.add_handler(self._on_pod, self._relist)
+        self.services.add_handler(self._on_service, self.enqueue_all)
+        self.selection.pods.add_handler(self._on_pod, self.enqueue_all)
         self.slices.add_handler(self._on_slice)
         self.nodes.add_handler(self._on_node)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.services.keys()
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_service(self, event: WatchEvent) -> None:
         if event.type != DELETED:

@@ -108,31 +108,10 @@ class RevisionHistory:
 
     async def claim(self, owner: JsonObject) -> list[JsonObject]:
         """The owner's revisions, after adopting matching orphans and releasing ones that stopped matching."""
-        meta = owner["metadata"]
-        selector = podutil.label_selector((owner.get("spec") or {}).get("selector"))
-        deleting = bool(meta.get("deletionTimestamp"))
-        claimed: list[JsonObject] = []
-        for revision in self.owned(owner):
-            if selector(podutil.labels(revision)):
-                claimed.append(revision)
-            elif not deleting:
-                await self._set_owner(revision, meta["uid"], None)
-        if deleting:
-            return claimed
-        for revision in list(self.informer.in_namespace(meta["namespace"]).values()):
-            if not podutil.has_controller(revision) and selector(podutil.labels(revision)):
-                adopted = await self._set_owner(revision, meta["uid"], owner)
-                if adopted is not None:
-                    claimed.append(adopted)
-        return claimed
-
-    async def _set_owner(self, revision: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
-        try:
-            return await self.update(podutil.with_owner(revision, uid, owner))
-        except StatusError as exc:
-            if exc.code in (404, 409):
-                return None
-            raise
+        namespace = owner["metadata"]["namespace"]
+        return await podutil.claim(
+            owner, self.owned(owner), lambda: self.informer.in_namespace(namespace).values(), self.update
+        )
 
     async def create(self, revision: JsonObject) -> JsonObject:
         namespace = revision["metadata"]["namespace"]

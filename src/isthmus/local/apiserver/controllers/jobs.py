@@ -227,8 +227,8 @@ class JobController(Reconciler):
         self.events = ctx.events.recorder(self.name)
         self.jobs: Informer = ctx.informers.get(JOBS)
         self.pod_control = PodControl(ctx, MANAGER, self.events)
-        self.jobs.add_handler(self._on_job, self._relist)
-        self.pod_control.pods.add_handler(self._on_pod, self._relist)
+        self.jobs.add_handler(self._on_job, self.enqueue_all)
+        self.pod_control.pods.add_handler(self._on_pod, self.enqueue_all)
         self._backoff: dict[str, Backoff] = {}  # by job uid
 
     def all_keys(self) -> Iterable[Hashable]:
@@ -237,10 +237,6 @@ class JobController(Reconciler):
             if has_tracking_finalizer(pod) and self._orphaned(pod):
                 keys.append(("pod", *object_key(pod)))
         return keys
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_job(self, event: WatchEvent) -> None:
         if event.type == DELETED:

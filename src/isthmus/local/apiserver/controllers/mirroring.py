@@ -103,7 +103,7 @@ class EndpointSliceMirroringController(Reconciler):
         self.slices.index_by(SLICES_OF, slices_of_service)
         self.writer = SliceWriter(ctx, MANAGER)
         for informer in (self.endpoints, self.services):
-            informer.add_handler(self._on_object, self._relist)
+            informer.add_handler(self._on_object, self.enqueue_all)
         self.slices.add_handler(self._on_slice)
 
     def all_keys(self) -> Iterable[Hashable]:
@@ -113,10 +113,6 @@ class EndpointSliceMirroringController(Reconciler):
             if labels.get(eu.MANAGED_BY_LABEL) == MANAGED_BY and labels.get(eu.SERVICE_NAME_LABEL):
                 keys.add((s["metadata"].get("namespace", ""), labels[eu.SERVICE_NAME_LABEL]))
         return keys
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_object(self, event: WatchEvent) -> None:
         self.enqueue(object_key(event.obj))

@@ -4,7 +4,7 @@ template with a controller reference, delete and patch them, and record the even
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from isthmus.local.apiserver.controllers import podutil
@@ -43,6 +43,17 @@ def pod_from_template(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
 
 
+def pods_to_adopt(pods: Informer, namespace: str, selector: Mapping[str, Any] | None) -> Iterable[JsonObject]:
+    """Pods that may match `selector` in `namespace`, looked up by its rarest matchLabels pair (none for an
+    empty selector, which adopts nothing)."""
+    if podutil.is_empty_selector(selector):
+        return ()
+    match_labels = (selector or {}).get("matchLabels") or {}
+    if not match_labels:
+        return pods.in_namespace(namespace).values()
+    return min((pods.indexed(LABELS, (namespace, k, v)) for k, v in match_labels.items()), key=len).values()
+
+
 class PodControl:
     """Pod reads and writes on behalf of one controller (its field manager and event recorder)."""
 
@@ -67,47 +78,27 @@ class PodControl:
 
     async def claim(self, owner: JsonObject, include_finished: bool = False) -> list[JsonObject]:
         """The pods `owner` controls after adoption and release; finished pods only when asked."""
-        meta = owner["metadata"]
-        uid, namespace = meta["uid"], meta["namespace"]
-        selector_spec = (owner.get("spec") or {}).get("selector")
-        selector = podutil.label_selector(selector_spec)
-        deleting = bool(meta.get("deletionTimestamp"))
-        claimed: list[JsonObject] = []
-        for pod in self.owned(owner):
-            if selector(podutil.labels(pod)):
-                claimed.append(pod)
-            elif not deleting and podutil.is_active(pod):
-                await self.set_owner(pod, uid, None)
-        if deleting or podutil.is_empty_selector(selector_spec):
-            return self._keep(claimed, include_finished)
-        match_labels = (selector_spec or {}).get("matchLabels") or {}
-        if match_labels:
-            candidates = min(
-                (self.pods.indexed(LABELS, (namespace, k, v)) for k, v in match_labels.items()), key=len
+        namespace = owner["metadata"]["namespace"]
+        selector = (owner.get("spec") or {}).get("selector")
+
+        def adoptable(pod: JsonObject) -> bool:
+            return not pod["metadata"].get("deletionTimestamp") and (
+                include_finished or podutil.is_active(pod)
             )
-        else:
-            candidates = self.pods.in_namespace(namespace)
-        for pod in list(candidates.values()):
-            if podutil.has_controller(pod) or pod["metadata"].get("deletionTimestamp"):
-                continue
-            if selector(podutil.labels(pod)) and (include_finished or podutil.is_active(pod)):
-                adopted = await self.set_owner(pod, uid, owner)
-                if adopted is not None:
-                    claimed.append(adopted)
+
+        claimed = await podutil.claim(
+            owner,
+            self.owned(owner),
+            lambda: pods_to_adopt(self.pods, namespace, selector),
+            self.update,
+            releasable=podutil.is_active,
+            adoptable=adoptable,
+        )
         return self._keep(claimed, include_finished)
 
     @staticmethod
     def _keep(pods: list[JsonObject], include_finished: bool) -> list[JsonObject]:
         return pods if include_finished else [p for p in pods if not podutil.is_terminal(p)]
-
-    async def set_owner(self, pod: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
-        """Adopt `pod` (owner given) or release it from `uid`; None when it changed meanwhile or is gone."""
-        try:
-            return await self.update(podutil.with_owner(pod, uid, owner))
-        except StatusError as exc:
-            if exc.code in (404, 409):
-                return None
-            raise
 
     async def update(self, pod: JsonObject) -> JsonObject:
         namespace, name = object_key(pod)

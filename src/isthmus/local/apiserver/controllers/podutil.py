@@ -4,11 +4,12 @@ readiness, availability, activity, owner references, label selectors, int-or-per
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from isthmus.local.apiserver.clock import parse
+from isthmus.local.apiserver.errors import StatusError
 from isthmus.local.apiserver.selectors import selector_from_label_selector
 from isthmus.local.apiserver.store import copy_object
 
@@ -95,6 +96,51 @@ def with_owner(obj: Mapping[str, Any], uid: str, owner: Mapping[str, Any] | None
     if not refs:
         del out["metadata"]["ownerReferences"]
     return out
+
+
+def _always(obj: JsonObject) -> bool:
+    return True
+
+
+async def claim(
+    owner: JsonObject,
+    owned: Iterable[JsonObject],
+    orphans: Callable[[], Iterable[JsonObject]],
+    write: Callable[[JsonObject], Awaitable[JsonObject]],
+    *,
+    releasable: Callable[[JsonObject], bool] = _always,
+    adoptable: Callable[[JsonObject], bool] = _always,
+) -> list[JsonObject]:
+    """Kubernetes' `ControllerRefManager.ClaimObject` over lists: the objects `owner` controls that its selector
+    still matches, after releasing those it stopped matching (`releasable` ones) and adopting matching
+    `adoptable` orphans, neither while the owner is being deleted. `write` stores an object with its new owner
+    references; one that changed meanwhile or is gone (409, 404) is left alone."""
+    meta = owner["metadata"]
+
+    async def set_owner(obj: JsonObject, new_owner: JsonObject | None) -> JsonObject | None:
+        try:
+            return await write(with_owner(obj, meta["uid"], new_owner))
+        except StatusError as exc:
+            if exc.code in (404, 409):
+                return None
+            raise
+
+    selector = label_selector((owner.get("spec") or {}).get("selector"))
+    deleting = bool(meta.get("deletionTimestamp"))
+    claimed: list[JsonObject] = []
+    for obj in list(owned):
+        if selector(labels(obj)):
+            claimed.append(obj)
+        elif not deleting and releasable(obj):
+            await set_owner(obj, None)
+    if deleting:
+        return claimed
+    for obj in list(orphans()):
+        if not has_controller(obj) and adoptable(obj) and selector(labels(obj)):
+            adopted = await set_owner(obj, owner)
+            if adopted is not None:
+                claimed.append(adopted)
+    return claimed
 
 
 def controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:

@@ -29,6 +29,7 @@ from isthmus.local.apiserver.controllers.informers import (
     controllers_of,
     object_key,
 )
+from isthmus.local.apiserver.controllers.podcontrol import pods_to_adopt
 from isthmus.local.apiserver.errors import StatusError
 from isthmus.local.apiserver.store import DELETED, WatchEvent, copy_object
 from isthmus.local.events import NORMAL, WARNING
@@ -196,12 +197,8 @@ class ReplicaSetController(Reconciler):
         self.pods.index_by(CONTROLLER)
         self.pods.index_by(LABELS)
         self.replica_sets.index_by(CONTROLLER)
-        self.replica_sets.add_handler(self._on_replica_set, self._relist)
-        self.pods.add_handler(self._on_pod, self._relist)
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
+        self.replica_sets.add_handler(self._on_replica_set, self.enqueue_all)
+        self.pods.add_handler(self._on_pod, self.enqueue_all)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.replica_sets.keys()
@@ -252,55 +249,21 @@ class ReplicaSetController(Reconciler):
         """The active pods the ReplicaSet controls, after adopting matching orphans and releasing pods that
         no longer match (`PodControllerRefManager.ClaimPods`)."""
         meta = rs["metadata"]
-        uid, namespace = meta["uid"], meta["namespace"]
-        selector = podutil.label_selector(rs["spec"].get("selector"))
-        deleting = bool(meta.get("deletionTimestamp"))
-        claimed: list[JsonObject] = []
-        for pod in list(self.pods.indexed(CONTROLLER, uid).values()):
-            if not podutil.is_active(pod):
-                continue
-            if selector(podutil.labels(pod)):
-                claimed.append(pod)
-            elif not deleting:
-                await self._set_owner(pod, uid, None)
-        if deleting or podutil.is_empty_selector(rs["spec"].get("selector")):
-            return claimed
-        for pod in self._orphans(namespace, rs["spec"].get("selector") or {}):
-            if podutil.is_active(pod) and selector(podutil.labels(pod)):
-                adopted = await self._set_owner(pod, uid, rs)
-                if adopted is not None:
-                    claimed.append(adopted)
-        return claimed
+        selector = rs["spec"].get("selector")
+        owned = [p for p in self.pods.indexed(CONTROLLER, meta["uid"]).values() if podutil.is_active(p)]
+        return await podutil.claim(
+            rs,
+            owned,
+            lambda: pods_to_adopt(self.pods, meta["namespace"], selector),
+            self._update_pod,
+            adoptable=podutil.is_active,
+        )
 
-    def _orphans(self, namespace: str, selector: Mapping[str, Any]) -> list[JsonObject]:
-        match_labels = selector.get("matchLabels") or {}
-        if match_labels:
-            candidates = min(
-                (self.pods.indexed(LABELS, (namespace, k, v)) for k, v in match_labels.items()), key=len
-            )
-        else:
-            candidates = self.pods.in_namespace(namespace)
-        return [pod for pod in list(candidates.values()) if not podutil.has_controller(pod)]
-
-    async def _set_owner(self, pod: JsonObject, uid: str, owner: JsonObject | None) -> JsonObject | None:
-        """Adopt `pod` (owner given) or release it from `uid`; None when the pod changed or went away."""
-        obj = copy_object(pod)
-        refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
-        if owner is not None:
-            refs.append(podutil.controller_reference(owner))
-        if refs:
-            obj["metadata"]["ownerReferences"] = refs
-        else:
-            obj["metadata"].pop("ownerReferences", None)
+    async def _update_pod(self, pod: JsonObject) -> JsonObject:
         namespace, name = object_key(pod)
-        try:
-            result = await self.ctx.objects.update(
-                self.ctx.target("", "pods", namespace, name), obj, self.ctx.options(MANAGER)
-            )
-        except StatusError as exc:
-            if exc.code in (404, 409):
-                return None
-            raise
+        result = await self.ctx.objects.update(
+            self.ctx.target("", "pods", namespace, name), pod, self.ctx.options(MANAGER)
+        )
         return result.obj
 
     async def _manage_replicas(self, rs: JsonObject, pods: list[JsonObject]) -> Exception | None:

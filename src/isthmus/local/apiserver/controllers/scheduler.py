@@ -136,18 +136,14 @@ class Scheduler(Reconciler):
         self.pods: Informer = ctx.informers.get(PODS)
         self.nodes: Informer = ctx.informers.get(NODES)
         self.pods.index_by(NODE_NAME)
-        self.pods.add_handler(self._on_pod, self._relist)
-        self.nodes.add_handler(self._on_node, self._relist)
+        self.pods.add_handler(self._on_pod, self.enqueue_all)
+        self.nodes.add_handler(self._on_node, self.enqueue_all)
         self._last_failure: dict[str, float] = {}  # pod uid -> when its last FailedScheduling was recorded
 
     def all_keys(self) -> Iterable[Hashable]:
         return [
             object_key(pod) for pod in self.pods.indexed(NODE_NAME, "").values() if waits_for_scheduling(pod)
         ]
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_pod(self, event: WatchEvent) -> None:
         if event.type == DELETED:
@@ -163,7 +159,7 @@ class Scheduler(Reconciler):
             or podutil.labels(event.obj) != podutil.labels(old)
             or podutil.condition(event.obj, "Ready") != podutil.condition(old, "Ready")
         ):
-            self._relist()
+            self.enqueue_all()
 
     async def reconcile(self, key: Any) -> None:
         namespace, name = key

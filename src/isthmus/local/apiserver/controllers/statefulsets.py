@@ -194,16 +194,12 @@ class StatefulSetController(Reconciler):
         self.stateful_sets: Informer = ctx.informers.get(STATEFUL_SETS)
         self.pod_control = PodControl(ctx, MANAGER, self.events, statefulset_text)
         self.history = history.RevisionHistory(ctx, MANAGER)
-        self.stateful_sets.add_handler(self._on_stateful_set, self._relist)
-        self.pod_control.pods.add_handler(self._on_pod, self._relist)
+        self.stateful_sets.add_handler(self._on_stateful_set, self.enqueue_all)
+        self.pod_control.pods.add_handler(self._on_pod, self.enqueue_all)
         self.history.informer.add_handler(self._on_revision)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.stateful_sets.keys()
-
-    def _relist(self) -> None:
-        for key in self.all_keys():
-            self.enqueue(key)
 
     def _on_stateful_set(self, event: WatchEvent) -> None:
         if event.type != DELETED:
