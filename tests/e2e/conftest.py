@@ -16,11 +16,14 @@ if os.geteuid() != 0:
 
 
 @pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    """Two local clusters shared by the tests of one module, removed afterwards (also on failure)."""
+def clusters(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalClusters]:
+    """Local clusters shared by the tests of one module (two, or the module's `CLUSTERS`), removed afterwards
+    (also on failure)."""
     run = LocalClusters(tmp_path_factory.mktemp("local"))
     try:
-        run.up(2)
+        run.up(getattr(request.module, "CLUSTERS", 2))
         yield run
     finally:
         run.down(purge=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,16 +70,10 @@ class Kubectl:
         self.kubeconfig = kubeconfig
         self.cache_dir = cache_dir
 
-    def run(
-        self,
-        *args: str,
-        context: str = "cluster1",
-        stdin: str | None = None,
-        check: bool = True,
-        timeout: float = 60,
-    ) -> KubectlResult:
-        cmd = [
-            "kubectl",
+    def argv(self, *args: str, context: str = "cluster1", binary: str = "kubectl") -> list[str]:
+        """The command line, for commands run in the background or on a terminal."""
+        return [
+            binary,
             "--kubeconfig",
             str(self.kubeconfig),
             "--cache-dir",
@@ -86,6 +82,16 @@ class Kubectl:
             context,
             *args,
         ]
+
+    def run(
+        self,
+        *args: str,
+        context: str = "cluster1",
+        stdin: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> KubectlResult:
+        cmd = self.argv(*args, context=context)
         result = subprocess.run(
             cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -103,3 +109,12 @@ class Kubectl:
         result = self.run(*args, context=context, stdin=stdin, check=False)
         assert result.code != 0, f"kubectl {' '.join(args)} should have failed but printed:\n{result.out}"
         return result.err
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    """Poll `check` every 0.3 s until it is true; fail after `seconds` naming `what`."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+        time.sleep(0.3)

@@ -195,22 +195,7 @@ def test_unknown_field_refused_like_a_real_cluster(kubectl: Kubectl) -> None:
 def test_watch_and_wait(kubectl: Kubectl, clusters: LocalClusters) -> None:
     kubectl("create", "ns", "watched")
     watch = subprocess.Popen(
-        [
-            "kubectl",
-            "--kubeconfig",
-            str(kubectl.kubeconfig),
-            "--cache-dir",
-            str(kubectl.cache_dir),
-            "--context",
-            "cluster1",
-            "get",
-            "configmaps",
-            "-n",
-            "watched",
-            "-w",
-            "--request-timeout",
-            "20s",
-        ],
+        kubectl.argv("get", "configmaps", "-n", "watched", "-w", "--request-timeout", "20s"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,24 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, LocalClusters, wait_for
 
 SAMPLES = Path(__file__).parent / "fixtures" / "istio-samples"
-
-
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 def rollout(kubectl: Kubectl, deployment: str, namespace: str, context: str) -> None:
@@ -513,25 +503,7 @@ def test_exec_with_a_terminal(kubectl: Kubectl, samples: None) -> None:
     sleep = pod_name(kubectl, "app=sleep", "sample", "cluster1")
     pid, fd = pty.fork()
     if pid == 0:
-        os.execvp(
-            "kubectl",
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(kubectl.kubeconfig),
-                "--cache-dir",
-                str(kubectl.cache_dir),
-                "--context",
-                "cluster1",
-                "exec",
-                "-it",
-                sleep,
-                "-n",
-                "sample",
-                "--",
-                "sh",
-            ],
-        )
+        os.execvp("kubectl", kubectl.argv("exec", "-it", sleep, "-n", "sample", "--", "sh"))
     output = b""
     deadline = time.monotonic() + 30
     os.write(fd, b"tty; echo marker-$((6*7)); exit 5\n")

@@ -21,22 +21,12 @@ from typing import IO
 import pytest
 import yaml
 
-from tests.e2e.localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl
 
+CLUSTERS = 1  # port-forward stays within a cluster
 SAMPLES = Path(__file__).parent / "fixtures" / "istio-samples"
 TCP_ECHO = Path(__file__).parent / "fixtures" / "tcp_echo.py"
 KUBECTL_1_33 = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    """One local cluster is enough here (port-forward stays within a cluster)."""
-    run = LocalClusters(tmp_path_factory.mktemp("local"))
-    try:
-        run.up(1)
-        yield run
-    finally:
-        run.down(purge=True)
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +137,7 @@ def port_forward(
     kubectl: Kubectl, target: str, remote: int, *extra: str, binary: str = "kubectl"
 ) -> Iterator[Forwarder]:
     """`kubectl port-forward TARGET :REMOTE` on 127.0.0.1 (kubectl picks the local port); always killed."""
-    command = [
-        binary,
-        "--kubeconfig",
-        str(kubectl.kubeconfig),
-        "--cache-dir",
-        str(kubectl.cache_dir),
-        "--context",
-        "cluster1",
+    command = kubectl.argv(
         "port-forward",
         "-n",
         "sample",
@@ -163,7 +146,8 @@ def port_forward(
         f":{remote}",
         "--address",
         "127.0.0.1",
-    ]
+        binary=binary,
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     forwarder = Forwarder(process, remote)
     try:

@@ -13,15 +13,15 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import yaml
 
-from tests.e2e.localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, wait_for
 
+CLUSTERS = 1  # rollouts stay within a cluster
 SAMPLES = Path(__file__).parent / "fixtures" / "istio-samples"
 NS = "rollout"
 V2_IMAGE = "docker.io/istio/examples-helloworld-v2"
@@ -33,25 +33,6 @@ DEPLOYMENT_PROGRESS = re.compile(
     r"\d+ old replicas are pending termination|"
     r"\d+ of \d+ updated replicas are available)\.\.\.$"
 )
-
-
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    """One local cluster: rollouts stay within a cluster."""
-    run = LocalClusters(tmp_path_factory.mktemp("local"))
-    try:
-        run.up(1)
-        yield run
-    finally:
-        run.down(purge=True)
 
 
 def get_json(kubectl: Kubectl, *args: str) -> Any:
@@ -108,25 +89,7 @@ class Pollers:
         kubectl = self.kubectl
         sleep_pod = pods(kubectl, "app=sleep")[0]["metadata"]["name"]
         self._exec = subprocess.Popen(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(kubectl.kubeconfig),
-                "--cache-dir",
-                str(kubectl.cache_dir),
-                "--context",
-                "cluster1",
-                "exec",
-                sleep_pod,
-                "-n",
-                NS,
-                "-c",
-                "sleep",
-                "--",
-                "sh",
-                "-c",
-                self.SHELL_LOOP,
-            ],
+            kubectl.argv("exec", sleep_pod, "-n", NS, "-c", "sleep", "--", "sh", "-c", self.SHELL_LOOP),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,32 +15,13 @@ import pytest
 import yaml
 
 from isthmus.local.cluster import pki
-from tests.e2e.localkit import Kubectl, LocalClusters
+from tests.e2e.localkit import Kubectl, wait_for
 
+CLUSTERS = 1  # admission stays within a cluster
 SERVER = Path(__file__).parent / "fixtures" / "webhook_server.py"
 HOOK = "pods.webhook.isthmus.dev"
 LABEL = "webhook.isthmus.dev/patched"
 NAMESPACE = "webhook-system"
-
-
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    """One local cluster is enough here."""
-    run = LocalClusters(tmp_path_factory.mktemp("local"))
-    try:
-        run.up(1)
-        yield run
-    finally:
-        run.down(purge=True)
 
 
 @dataclass(frozen=True)
