@@ -340,7 +340,7 @@ class DaemonSetController(Reconciler):
         self.daemon_sets.add_handler(self._on_daemon_set, self.enqueue_all)
         self.pod_control.pods.add_handler(self._on_pod, self.enqueue_all)
         self.nodes.add_handler(self._on_node, self.enqueue_all)
-        self.history.informer.add_handler(self._on_revision)
+        self.history.follow("DaemonSet", self.enqueue)
         self._failed: dict[tuple[str, str], tuple[float, float]] = {}  # (ds uid, node) -> (backoff, until)
 
     def all_keys(self) -> Iterable[Hashable]:
@@ -374,11 +374,6 @@ class DaemonSetController(Reconciler):
             or _ready_status(event.obj) != _ready_status(old)
         ):
             self.enqueue_all()
-
-    def _on_revision(self, event: WatchEvent) -> None:
-        ref = controller_of(event.obj)
-        if ref is not None and ref.get("kind") == "DaemonSet":
-            self.enqueue((event.obj["metadata"].get("namespace", ""), ref["name"]))
 
     # -- reconcile --------------------------------------------------------------------------------------
 

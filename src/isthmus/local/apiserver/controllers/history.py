@@ -8,15 +8,15 @@ controllers claim revisions as they claim pods: by selector and controller refer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from isthmus.local.apiserver.controllers import podutil
 from isthmus.local.apiserver.controllers.base import ControllerContext, JsonObject
 from isthmus.local.apiserver.controllers.deployments import SAFE_ALPHABET
-from isthmus.local.apiserver.controllers.informers import CONTROLLER, Informer, object_key
+from isthmus.local.apiserver.controllers.informers import CONTROLLER, Informer, controller_of, object_key
 from isthmus.local.apiserver.errors import StatusError
-from isthmus.local.apiserver.store import copy_object
+from isthmus.local.apiserver.store import WatchEvent, copy_object
 
 CONTROLLER_REVISIONS = ("apps", "controllerrevisions")
 HASH_LABEL = "controller-revision-hash"
@@ -102,6 +102,16 @@ class RevisionHistory:
         self.manager = manager
         self.informer: Informer = ctx.informers.get(CONTROLLER_REVISIONS)
         self.informer.index_by(CONTROLLER)
+
+    def follow(self, kind: str, enqueue: Callable[[Hashable], None]) -> None:
+        """Call `enqueue((namespace, name))` with the `kind` controller of every revision that changes."""
+
+        def on_revision(event: WatchEvent) -> None:
+            ref = controller_of(event.obj)
+            if ref is not None and ref.get("kind") == kind:
+                enqueue((event.obj["metadata"].get("namespace", ""), ref["name"]))
+
+        self.informer.add_handler(on_revision)
 
     def owned(self, owner: Mapping[str, Any]) -> list[JsonObject]:
         return list(self.informer.indexed(CONTROLLER, owner["metadata"]["uid"]).values())

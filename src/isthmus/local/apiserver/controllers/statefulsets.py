@@ -196,7 +196,7 @@ class StatefulSetController(Reconciler):
         self.history = history.RevisionHistory(ctx, MANAGER)
         self.stateful_sets.add_handler(self._on_stateful_set, self.enqueue_all)
         self.pod_control.pods.add_handler(self._on_pod, self.enqueue_all)
-        self.history.informer.add_handler(self._on_revision)
+        self.history.follow("StatefulSet", self.enqueue)
 
     def all_keys(self) -> Iterable[Hashable]:
         return self.stateful_sets.keys()
@@ -213,11 +213,6 @@ class StatefulSetController(Reconciler):
             parent, index = parent_and_ordinal(event.obj)
             if index >= 0 and self.stateful_sets.get(namespace, parent) is not None:
                 self.enqueue((namespace, parent))
-
-    def _on_revision(self, event: WatchEvent) -> None:
-        ref = controller_of(event.obj)
-        if ref is not None and ref.get("kind") == "StatefulSet":
-            self.enqueue((event.obj["metadata"].get("namespace", ""), ref["name"]))
 
     # -- reconcile --------------------------------------------------------------------------------------
 
